@@ -1,0 +1,85 @@
+//! Errors, split by phase: building a client, scoring, flushing or shutting down.
+
+use std::time::Duration;
+
+/// A setting given to [`ClientBuilder`](crate::ClientBuilder) or read from the environment that
+/// cannot be used. Every variant names the setting; none of them ever contains the API key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required setting is absent (the API key or the project name of an enabled client).
+    #[error("{setting} is required when the client is enabled (set it on the builder or in {env})")]
+    Missing {
+        /// The builder setting, e.g. `api_key`.
+        setting: &'static str,
+        /// The environment variable that can carry it.
+        env: &'static str,
+    },
+    /// A setting has a value that cannot be used.
+    #[error("invalid {setting}: {reason}")]
+    Invalid {
+        /// The builder setting or environment variable.
+        setting: &'static str,
+        /// What is wrong and what would be accepted.
+        reason: String,
+    },
+    /// The worker thread or its runtime could not be started.
+    #[error("could not start the pandaprobe worker: {0}")]
+    Worker(String),
+}
+
+/// Why [`Client::score`](crate::Client::score) refused a score. A refused score is not queued and
+/// not counted as accepted, except [`ScoreError::QueueFull`], which is counted as dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ScoreError {
+    /// The trace id is not a UUID.
+    #[error("trace id {0:?} is not a UUID (expected e.g. 29c160fc-44bc-41ad-8bec-fa678ddb1f9a)")]
+    InvalidTraceId(String),
+    /// The score name is empty.
+    #[error("score name must not be empty")]
+    EmptyName,
+    /// The score name is longer than the server stores.
+    #[error("score name is {0} characters long; the server stores at most 255")]
+    NameTooLong(usize),
+    /// The value is longer than the server stores.
+    #[error("score value is {0} characters long; the server stores at most 255")]
+    ValueTooLong(usize),
+    /// A NUMERIC value that is not a finite number in `[0, 1]`.
+    #[error("NUMERIC score value {0:?} must be a finite number between 0 and 1")]
+    InvalidNumeric(String),
+    /// A BOOLEAN value other than `true` or `false` (any case).
+    #[error("BOOLEAN score value {0:?} must be true or false")]
+    InvalidBoolean(String),
+    /// A CATEGORICAL value that is empty.
+    #[error("CATEGORICAL score value must not be empty")]
+    EmptyCategorical,
+    /// Metadata that is not a JSON object (the server rejects arrays, scalars and null).
+    #[error("score metadata must be a JSON object, got {0}")]
+    MetadataNotObject(&'static str),
+    /// The queue is full; the score was dropped and counted (see [`Stats`](crate::Stats)).
+    #[error("the pandaprobe queue is full; the score was dropped")]
+    QueueFull,
+    /// The client was shut down; the score was dropped and counted.
+    #[error("the pandaprobe client is shut down; the score was dropped")]
+    ShutDown,
+}
+
+/// Why [`Client::flush`](crate::Client::flush) or [`Client::shutdown`](crate::Client::shutdown)
+/// did not see every record through.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The timeout passed while records were still waiting for their outcome. For a flush they
+    /// stay queued and keep being delivered; for a shutdown they were dropped and counted.
+    #[error("{pending} record(s) still pending after {timeout:?}")]
+    Timeout {
+        /// Records that had not reached an outcome.
+        pending: u64,
+        /// The timeout that passed.
+        timeout: Duration,
+    },
+    /// The client was shut down before this call; nothing more can be delivered.
+    #[error("the pandaprobe client is shut down")]
+    ShutDown,
+}

@@ -1,0 +1,89 @@
+//! # pandaprobe
+//!
+//! The Rust SDK for [PandaProbe](https://pandaprobe.com), open-source observability for LLM
+//! agents: attach **scores** (user feedback, quality metrics, pass/fail checks) to **traces**
+//! from a hot path, without ever waiting on the network.
+//!
+//! ```
+//! use std::time::Duration;
+//! use pandaprobe::{Client, Score, ScoreDataType};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! # let server = pandaprobe::testing::TestServer::start()?;
+//! let client = Client::builder()
+//!     .api_key("sk_pp_test")
+//!     .project_name("my-project")
+//!     .endpoint(server.url()) // default https://api.pandaprobe.com
+//!     .build()?;
+//!
+//! // Open a trace, end it, then score it by its id.
+//! let trace = client.start_trace("my-agent");
+//! let trace_id = trace.trace_id();
+//! trace.end();
+//!
+//! client.score(Score::new(trace_id, "user_satisfaction", "0.9").reason("thumbs up"))?;
+//! client.score(Score::boolean(trace_id, "hallucination_free", true))?;
+//! client.flush(Duration::from_secs(10))?; // every score above is now delivered, or counted
+//! assert_eq!(client.stats().scores.sent, 2);
+//! # Ok(()) }
+//! ```
+//!
+//! ## How a score travels
+//!
+//! [`Client::score`] validates the score against the server's rules (a bad one is an error at
+//! the call, and nothing is queued), puts it into a bounded queue and returns: it never blocks
+//! and never touches the network. A background worker, on its own thread and its own tokio
+//! runtime, sends queued records as concurrent requests over kept-alive connections, retries
+//! what can be retried with exponential backoff, and answers [`Client::flush`] and
+//! [`Client::shutdown`]. Nothing depends on the caller's runtime: the blocking calls work with
+//! no runtime and inside any tokio runtime; async variants exist for async callers.
+//!
+//! ## Delivery semantics
+//!
+//! Every accepted record ends as delivered or dropped for a named reason, counted in
+//! [`Stats`] and logged under the `pandaprobe` tracing target. Delivery is **at least once**:
+//! the server has no idempotency for scores, so a retry after an ambiguous failure (a timeout
+//! or a broken connection after the request was sent) can store a score twice;
+//! [`RecordStats::ambiguous`] counts those retries.
+//!
+//! ## Shutdown
+//!
+//! Dropping the last [`Client`] handle shuts it down, delivering what is queued within
+//! [`ClientBuilder::shutdown_timeout`]. For the global client, keep the guard of [`init`]:
+//! `let _guard = pandaprobe::init(client);` at the top of `main`.
+//!
+//! ## Supported Rust
+//!
+//! The minimum supported Rust version is the `rust-version` in `Cargo.toml`.
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod body;
+mod client;
+mod config;
+mod error;
+mod global;
+mod record;
+mod retry;
+mod score;
+mod stats;
+mod trace;
+mod transport;
+mod worker;
+
+#[cfg(feature = "testing")]
+pub mod testing;
+
+pub use client::Client;
+pub use config::{
+    ClientBuilder, QueueFullPolicy, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENDPOINT,
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_AFTER, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_INITIAL_BACKOFF,
+    DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_RETRY_MAX_ELAPSED, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_TRACE_SCORE_DELAY,
+};
+pub use error::{ConfigError, FlushError, ScoreError};
+pub use global::{client, flush, init, score, shutdown, start_trace, trace, ClientGuard};
+pub use score::{IntoTraceId, Score, ScoreDataType};
+pub use stats::{Dropped, RecordStats, Stats};
+pub use trace::{Span, SpanKind, SpanStatus, Trace, TraceBuilder, TraceStatus, MAX_SPANS_PER_TRACE};
