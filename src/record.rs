@@ -30,3 +30,14 @@ pub(crate) struct TraceRecord {
     /// Validated scores, already counted as accepted.
     pub(crate) scores: Vec<Score>,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queued_score_is_small() {
+        // The queue reserves max_queue_size slots of this size up front.
+        assert!(std::mem::size_of::<Record>() <= 104, "{}", std::mem::size_of::<Record>());
+    }
+}

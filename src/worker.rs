@@ -192,10 +192,15 @@ impl Lane {
         }
     }
 
-    fn can_send(&self, now: Instant) -> bool {
-        !self.ready.is_empty()
-            && self.paused_until.is_none_or(|t| t <= now)
-            && !(self.probing && self.in_flight > 0)
+    /// Ends a pause whose time is up, so that a past instant never becomes a timer.
+    fn expire_pause(&mut self, now: Instant) {
+        if self.paused_until.is_some_and(|t| t <= now) {
+            self.paused_until = None;
+        }
+    }
+
+    fn can_send(&self) -> bool {
+        !self.ready.is_empty() && self.paused_until.is_none() && !(self.probing && self.in_flight > 0)
     }
 }
 
@@ -468,7 +473,8 @@ impl Worker {
     fn dispatch(&mut self, now: Instant) {
         let max = self.shared.config.max_in_flight;
         for kind in [Kind::Trace, Kind::Score] {
-            while self.in_flight.len() < max && self.lane(kind).can_send(now) {
+            self.lane(kind).expire_pause(now);
+            while self.in_flight.len() < max && self.lane(kind).can_send() {
                 let lane = self.lane(kind);
                 let Some(mut job) = lane.ready.pop_front() else {
                     break;
