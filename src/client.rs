@@ -293,7 +293,11 @@ impl Inner {
         make: impl FnOnce(Duration, Reply) -> Control,
     ) -> Result<(), FlushError> {
         let (reply, answer) = crossbeam_channel::bounded(1);
-        if self.control.send(make(timeout, Reply::Blocking(reply))).is_err() {
+        if self
+            .control
+            .send(make(timeout, Reply::Blocking(reply)))
+            .is_err()
+        {
             return Err(FlushError::ShutDown);
         }
         match answer.recv_timeout(timeout.saturating_add(ANSWER_SLACK)) {

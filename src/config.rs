@@ -485,7 +485,10 @@ impl ClientBuilder {
             }
         };
         let mut api_key = HeaderValue::from_str(api_key.trim()).map_err(|_| {
-            invalid("api_key", "it contains characters not allowed in an HTTP header")
+            invalid(
+                "api_key",
+                "it contains characters not allowed in an HTTP header",
+            )
         })?;
         api_key.set_sensitive(true);
         let project_name = match self.project_name {
@@ -640,7 +643,11 @@ mod tests {
             ("on", false),
             ("", false),
         ] {
-            assert_eq!(vars(&[("PANDAPROBE_ENABLED", value)]).enabled, expected, "{value}");
+            assert_eq!(
+                vars(&[("PANDAPROBE_ENABLED", value)]).enabled,
+                expected,
+                "{value}"
+            );
         }
     }
 
@@ -677,19 +684,37 @@ mod tests {
             .project_name("p")
             .into_config()
             .unwrap_err();
-        assert!(matches!(err, ConfigError::Missing { setting: "api_key", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Missing {
+                setting: "api_key",
+                ..
+            }
+        ));
         let err = ClientBuilder::new().api_key("k").into_config().unwrap_err();
-        assert!(matches!(err, ConfigError::Missing { setting: "project_name", .. }));
+        assert!(matches!(
+            err,
+            ConfigError::Missing {
+                setting: "project_name",
+                ..
+            }
+        ));
     }
 
     #[test]
     fn project_names_follow_the_server_rules() {
         for good in ["a", "My Project", "o'brien.v2_x-1", "é"] {
-            let r = ClientBuilder::new().api_key("k").project_name(good).into_config();
+            let r = ClientBuilder::new()
+                .api_key("k")
+                .project_name(good)
+                .into_config();
             assert!(r.is_ok(), "{good}");
         }
         for bad in ["", " a", "a ", "-a", "a/b", &"x".repeat(256)] {
-            let r = ClientBuilder::new().api_key("k").project_name(bad).into_config();
+            let r = ClientBuilder::new()
+                .api_key("k")
+                .project_name(bad)
+                .into_config();
             assert!(r.is_err(), "{bad}");
         }
     }
@@ -700,7 +725,10 @@ mod tests {
             let r = vars(&BASE).endpoint(bad).into_config();
             assert!(r.is_err(), "{bad}");
         }
-        let c = vars(&BASE).endpoint("https://h/base//").into_config().unwrap();
+        let c = vars(&BASE)
+            .endpoint("https://h/base//")
+            .into_config()
+            .unwrap();
         assert_eq!(c.traces_url.as_str(), "https://h/base/traces");
     }
 

@@ -8,7 +8,9 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum ConfigError {
     /// A required setting is absent (the API key or the project name of an enabled client).
-    #[error("{setting} is required when the client is enabled (set it on the builder or in {env})")]
+    #[error(
+        "{setting} is required when the client is enabled (set it on the builder or in {env})"
+    )]
     Missing {
         /// The builder setting, e.g. `api_key`.
         setting: &'static str,

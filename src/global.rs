@@ -14,7 +14,9 @@ static GLOBAL: RwLock<Option<Client>> = RwLock::new(None);
 static WARNED_UNSET: AtomicBool = AtomicBool::new(false);
 
 fn read() -> RwLockReadGuard<'static, Option<Client>> {
-    GLOBAL.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+    GLOBAL
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Makes `client` the global client and returns a guard that shuts it down when dropped,
@@ -53,7 +55,9 @@ impl ClientGuard {
 impl Drop for ClientGuard {
     fn drop(&mut self) {
         {
-            let mut global = GLOBAL.write().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut global = GLOBAL
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
             if global.as_ref().is_some_and(|c| c.same_as(&self.client)) {
                 *global = None;
             }

@@ -86,4 +86,6 @@ pub use error::{ConfigError, FlushError, ScoreError};
 pub use global::{client, flush, init, score, shutdown, start_trace, trace, ClientGuard};
 pub use score::{IntoTraceId, Score, ScoreDataType};
 pub use stats::{Dropped, RecordStats, Stats};
-pub use trace::{Span, SpanKind, SpanStatus, Trace, TraceBuilder, TraceStatus, MAX_SPANS_PER_TRACE};
+pub use trace::{
+    Span, SpanKind, SpanStatus, Trace, TraceBuilder, TraceStatus, MAX_SPANS_PER_TRACE,
+};

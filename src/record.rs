@@ -38,6 +38,10 @@ mod tests {
     #[test]
     fn a_queued_score_is_small() {
         // The queue reserves max_queue_size slots of this size up front.
-        assert!(std::mem::size_of::<Record>() <= 104, "{}", std::mem::size_of::<Record>());
+        assert!(
+            std::mem::size_of::<Record>() <= 104,
+            "{}",
+            std::mem::size_of::<Record>()
+        );
     }
 }

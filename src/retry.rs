@@ -92,15 +92,24 @@ mod tests {
     #[test]
     fn transient_statuses_are_retried() {
         for status in [408, 429, 500, 502, 503, 504] {
-            assert!(matches!(decide(&answered(status)), Decision::Retry { .. }), "{status}");
+            assert!(
+                matches!(decide(&answered(status)), Decision::Retry { .. }),
+                "{status}"
+            );
         }
         assert!(matches!(
             decide(&answered(429)),
-            Decision::Retry { pause_endpoint: true, .. }
+            Decision::Retry {
+                pause_endpoint: true,
+                ..
+            }
         ));
         assert!(matches!(
             decide(&answered(500)),
-            Decision::Retry { fresh_connection: true, .. }
+            Decision::Retry {
+                fresh_connection: true,
+                ..
+            }
         ));
     }
 
@@ -117,21 +126,39 @@ mod tests {
             ambiguous: true,
             message: "timeout".into(),
         });
-        assert!(matches!(d, Decision::Retry { ambiguous: true, .. }));
+        assert!(matches!(
+            d,
+            Decision::Retry {
+                ambiguous: true,
+                ..
+            }
+        ));
         let d = decide(&Attempt::Failed {
             ambiguous: false,
             message: "refused".into(),
         });
-        assert!(matches!(d, Decision::Retry { ambiguous: false, .. }));
+        assert!(matches!(
+            d,
+            Decision::Retry {
+                ambiguous: false,
+                ..
+            }
+        ));
     }
 
     #[test]
     fn retry_after_seconds_and_dates() {
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
         assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
-        assert_eq!(parse_retry_after(" 86400 ", now), Some(Duration::from_secs(86400)));
+        assert_eq!(
+            parse_retry_after(" 86400 ", now),
+            Some(Duration::from_secs(86400))
+        );
         let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
-        assert_eq!(parse_retry_after(&later, now), Some(Duration::from_secs(30)));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
         let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);

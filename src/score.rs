@@ -391,20 +391,47 @@ mod tests {
     fn rejects_what_the_server_rejects() {
         let long = "x".repeat(256);
         let cases = [
-            (Score::new("nope", "a", "0.5"), ScoreError::InvalidTraceId("nope".into())),
+            (
+                Score::new("nope", "a", "0.5"),
+                ScoreError::InvalidTraceId("nope".into()),
+            ),
             (Score::new(ID, "", "0.5"), ScoreError::EmptyName),
-            (Score::new(ID, long.clone(), "0.5"), ScoreError::NameTooLong(256)),
-            (Score::categorical(ID, "a", long.clone()), ScoreError::ValueTooLong(256)),
-            (Score::new(ID, "a", "1.5"), ScoreError::InvalidNumeric("1.5".into())),
-            (Score::new(ID, "a", "nan"), ScoreError::InvalidNumeric("nan".into())),
-            (Score::new(ID, "a", "abc"), ScoreError::InvalidNumeric("abc".into())),
-            (Score::numeric(ID, "a", f64::INFINITY), ScoreError::InvalidNumeric("inf".into())),
-            (Score::numeric(ID, "a", -0.1), ScoreError::InvalidNumeric("-0.1".into())),
+            (
+                Score::new(ID, long.clone(), "0.5"),
+                ScoreError::NameTooLong(256),
+            ),
+            (
+                Score::categorical(ID, "a", long.clone()),
+                ScoreError::ValueTooLong(256),
+            ),
+            (
+                Score::new(ID, "a", "1.5"),
+                ScoreError::InvalidNumeric("1.5".into()),
+            ),
+            (
+                Score::new(ID, "a", "nan"),
+                ScoreError::InvalidNumeric("nan".into()),
+            ),
+            (
+                Score::new(ID, "a", "abc"),
+                ScoreError::InvalidNumeric("abc".into()),
+            ),
+            (
+                Score::numeric(ID, "a", f64::INFINITY),
+                ScoreError::InvalidNumeric("inf".into()),
+            ),
+            (
+                Score::numeric(ID, "a", -0.1),
+                ScoreError::InvalidNumeric("-0.1".into()),
+            ),
             (
                 Score::new(ID, "a", "yes").data_type(ScoreDataType::Boolean),
                 ScoreError::InvalidBoolean("yes".into()),
             ),
-            (Score::categorical(ID, "a", ""), ScoreError::EmptyCategorical),
+            (
+                Score::categorical(ID, "a", ""),
+                ScoreError::EmptyCategorical,
+            ),
             (
                 Score::categorical(ID, "a", "x").metadata(json!([1])),
                 ScoreError::MetadataNotObject("an array"),

@@ -153,7 +153,9 @@ struct TraceShared {
 
 impl TraceShared {
     fn lock(&self) -> MutexGuard<'_, TraceData> {
-        self.data.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.data
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Ends the trace once: open spans end with it, and one record is queued.

@@ -147,7 +147,10 @@ mod tests {
 
     #[test]
     fn server_messages_are_extracted_and_bounded() {
-        assert_eq!(server_message(br#"{"detail":"Invalid API key"}"#), "Invalid API key");
+        assert_eq!(
+            server_message(br#"{"detail":"Invalid API key"}"#),
+            "Invalid API key"
+        );
         assert_eq!(
             server_message(br#"{"error":"Rate limit exceeded: 200 per 1 minute"}"#),
             "Rate limit exceeded: 200 per 1 minute"
@@ -155,8 +158,14 @@ mod tests {
         let v = server_message(
             br#"{"detail":"Validation error","errors":[{"field":"value","message":"bad"}]}"#,
         );
-        assert!(v.starts_with("Validation error: [") && v.contains("bad"), "{v}");
-        assert_eq!(server_message(b"Internal Server Error"), "Internal Server Error");
+        assert!(
+            v.starts_with("Validation error: [") && v.contains("bad"),
+            "{v}"
+        );
+        assert_eq!(
+            server_message(b"Internal Server Error"),
+            "Internal Server Error"
+        );
         let long = server_message(&[b'x'; 5000]);
         assert!(long.chars().count() <= 301);
         let garbage = server_message(&[0xff, 0xfe, b'a']);

@@ -200,7 +200,9 @@ impl Lane {
     }
 
     fn can_send(&self) -> bool {
-        !self.ready.is_empty() && self.paused_until.is_none() && !(self.probing && self.in_flight > 0)
+        !self.ready.is_empty()
+            && self.paused_until.is_none()
+            && !(self.probing && self.in_flight > 0)
     }
 }
 
@@ -218,9 +220,12 @@ struct ShutdownState {
     replies: Vec<Reply>,
 }
 
+/// What a send task hands back: its id, the record and what the attempt produced.
+type SendResult = Result<(tokio::task::Id, (Job, Attempt)), tokio::task::JoinError>;
+
 enum Event {
     Control(Option<Control>),
-    Done(Result<(tokio::task::Id, (Job, Attempt)), tokio::task::JoinError>),
+    Done(Box<SendResult>),
     Wake,
     Timer,
 }
@@ -286,7 +291,9 @@ impl Worker {
         // The worker takes records off the queue only while it holds fewer than this, so a
         // dead server cannot make retries grow without bound: the queue fills and `score()`
         // drops instead.
-        let window = (config.max_in_flight * 4).max(config.batch_size * 2).max(1024);
+        let window = (config.max_in_flight * 4)
+            .max(config.batch_size * 2)
+            .max(1024);
         Worker {
             scores: Lane::new(config),
             traces: Lane::new(config),
@@ -327,7 +334,7 @@ impl Worker {
                 biased;
                 control = self.control.recv(), if self.control_open => Event::Control(control),
                 Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
-                    Event::Done(done)
+                    Event::Done(Box::new(done))
                 }
                 _ = self.shared.wake.notified() => Event::Wake,
                 _ = tokio::time::sleep_until(deadline) => Event::Timer,
@@ -340,7 +347,7 @@ impl Worker {
                     let timeout = self.shared.config.shutdown_timeout;
                     self.begin_shutdown(timeout, None);
                 }
-                Event::Done(done) => self.on_done(done),
+                Event::Done(done) => self.on_done(*done),
                 Event::Wake => self.shared.wake_requested.store(false, Ordering::Release),
                 Event::Timer => {}
             }
@@ -391,7 +398,8 @@ impl Worker {
                     let Some(trace_id) = score.trace_id() else {
                         continue; // unreachable: score() validated the id
                     };
-                    let job = self.new_job(Kind::Score, seq, trace_id, score_body(trace_id, &score));
+                    let job =
+                        self.new_job(Kind::Score, seq, trace_id, score_body(trace_id, &score));
                     self.admit_score(job, now);
                 }
                 Record::Trace(trace) => {
@@ -502,10 +510,7 @@ impl Worker {
         }
     }
 
-    fn on_done(
-        &mut self,
-        done: Result<(tokio::task::Id, (Job, Attempt)), tokio::task::JoinError>,
-    ) {
+    fn on_done(&mut self, done: SendResult) {
         let (job, attempt) = match done {
             Ok((id, done)) => {
                 self.in_flight_kinds.remove(&id);
@@ -540,7 +545,15 @@ impl Worker {
                 pause_endpoint,
                 fresh_connection,
                 ambiguous,
-            } => self.retry(job, &attempt, after, pause_endpoint, fresh_connection, ambiguous, now),
+            } => self.retry(
+                job,
+                &attempt,
+                after,
+                pause_endpoint,
+                fresh_connection,
+                ambiguous,
+                now,
+            ),
         }
     }
 
@@ -697,7 +710,11 @@ impl Worker {
     }
 
     fn pending_before(&self, target: u64) -> u64 {
-        let held: u64 = self.outstanding.range(..target).map(|(_, n)| u64::from(*n)).sum();
+        let held: u64 = self
+            .outstanding
+            .range(..target)
+            .map(|(_, n)| u64::from(*n))
+            .sum();
         held + target.saturating_sub(self.pulled)
     }
 
@@ -776,7 +793,10 @@ impl Worker {
             Kind::Score => 0,
             Kind::Trace => 1,
         };
-        for (kind, lane) in [(Kind::Score, &mut self.scores), (Kind::Trace, &mut self.traces)] {
+        for (kind, lane) in [
+            (Kind::Score, &mut self.scores),
+            (Kind::Trace, &mut self.traces),
+        ] {
             by_kind[slot(kind)] += (lane.ready.len() + lane.in_flight) as u64;
             lane.ready.clear();
             lane.in_flight = 0;
