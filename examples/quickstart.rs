@@ -33,7 +33,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let builder = match &embedded {
         Some(server) => {
-            println!("no PANDAPROBE_API_KEY set: sending to the embedded test server at {}", server.url());
+            println!(
+                "no PANDAPROBE_API_KEY set: sending to the embedded test server at {}",
+                server.url()
+            );
             Client::builder()
                 .api_key(server.api_key())
                 .project_name("quickstart")
@@ -48,23 +51,38 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let client = builder.build()?;
 
     // A trace first: the server stores scores only for traces it has stored.
-    let trace = client.trace("quickstart-agent").tags(["example"]).input(json!({
-        "messages": [{"role": "user", "content": "What is PandaProbe?"}]
-    })).start();
+    let trace = client
+        .trace("quickstart-agent")
+        .tags(["example"])
+        .input(json!({
+            "messages": [{"role": "user", "content": "What is PandaProbe?"}]
+        }))
+        .start();
     let trace_id = trace.trace_id();
     {
         let llm = trace.span("answer", SpanKind::Llm);
         llm.set_model("example-model");
         llm.set_token_usage(12, 40);
-        trace.set_output(json!({"messages": [{"role": "assistant", "content": "Observability for agents."}]}));
+        trace.set_output(
+            json!({"messages": [{"role": "assistant", "content": "Observability for agents."}]}),
+        );
     }
     trace.end();
-    client.score(Score::new(trace_id, "user_satisfaction", "0.9").reason("User clicked thumbs up"))?;
-    client.score(Score::new(trace_id, "hallucination_free", "true").data_type(ScoreDataType::Boolean))?;
-    client.score(Score::categorical(trace_id, "sentiment", "positive").metadata(json!({"judge": "v2"})))?;
+    client
+        .score(Score::new(trace_id, "user_satisfaction", "0.9").reason("User clicked thumbs up"))?;
+    client.score(
+        Score::new(trace_id, "hallucination_free", "true").data_type(ScoreDataType::Boolean),
+    )?;
+    client.score(
+        Score::categorical(trace_id, "sentiment", "positive").metadata(json!({"judge": "v2"})),
+    )?;
 
     // A real server limits scores to about 200 a minute: send a burst only to the embedded one.
-    let per_thread = if embedded.is_some() { SCORES_PER_THREAD } else { 10 };
+    let per_thread = if embedded.is_some() {
+        SCORES_PER_THREAD
+    } else {
+        10
+    };
     let started = Instant::now();
     let producers: Vec<_> = (0..THREADS)
         .map(|t| {
@@ -105,8 +123,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         stats.scores.dropped.retries_exhausted,
         stats.scores.pending,
     );
-    println!("traces: accepted {}, sent {}", stats.traces.accepted, stats.traces.sent);
-    println!("score() cost: {:?} per call on average over {calls} calls from {THREADS} threads", spent / calls);
+    println!(
+        "traces: accepted {}, sent {}",
+        stats.traces.accepted, stats.traces.sent
+    );
+    println!(
+        "score() cost: {:?} per call on average over {calls} calls from {THREADS} threads",
+        spent / calls
+    );
     println!(
         "delivered {} scores in {:.2?}: {:.0} scores/s",
         stats.scores.sent,
