@@ -8,8 +8,10 @@
 //! use std::time::Duration;
 //! use pandaprobe::{Client, Score, ScoreDataType};
 //!
+//! # #[cfg(not(feature = "testing"))] fn main() {}
+//! # #[cfg(feature = "testing")]
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let server = pandaprobe::testing::TestServer::start()?;
+//! # let server = pandaprobe::testing::TestServer::start()?; // an in-process PandaProbe
 //! let client = Client::builder()
 //!     .api_key("sk_pp_test")
 //!     .project_name("my-project")
