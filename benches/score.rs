@@ -603,17 +603,17 @@ fn delivery_ratio(quick: bool) {
     );
     println!(
         "  sdk  scores/s: {}  median {:.0}",
-        list(&sdk),
+        list(&sdk, 0),
         median(&mut sdk.clone())
     );
     println!(
         "  bare req/s:    {}  median {:.0}",
-        list(&reference),
+        list(&reference, 0),
         median(&mut reference.clone())
     );
     println!(
         "  sdk/bare:      {}  median {:.3}",
-        list(&ratios),
+        list(&ratios, 3),
         median(&mut ratios.clone())
     );
 }

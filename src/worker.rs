@@ -786,6 +786,10 @@ impl Worker {
 
     /// Drops everything still held or queued, counting each record as dropped at shutdown.
     fn abandon_all(&mut self) -> u64 {
+        // Answers that have already arrived count as what they are, not as abandoned.
+        while let Some(done) = self.in_flight.try_join_next_with_id() {
+            self.on_done(done);
+        }
         self.in_flight.abort_all();
         self.in_flight_kinds.clear();
         let mut by_kind = [0u64; 2];
