@@ -190,11 +190,21 @@ impl TraceShared {
     }
 }
 
-/// Metadata must be a JSON object on the wire: anything else is kept under `"value"`.
-fn as_object(value: Value) -> Value {
+/// Metadata must be a JSON object on the wire: `null` means none (the server answers a `null`
+/// with a 422), anything else is kept under `"value"`.
+fn as_object(value: Value) -> Option<Value> {
     match value {
-        Value::Object(_) => value,
-        other => serde_json::json!({ "value": other }),
+        Value::Null => None,
+        Value::Object(_) => Some(value),
+        other => Some(serde_json::json!({ "value": other })),
+    }
+}
+
+/// `null` means "not set": absent keys are omitted, never sent as `null`.
+fn not_null(value: Value) -> Option<Value> {
+    match value {
+        Value::Null => None,
+        value => Some(value),
     }
 }
 
@@ -251,13 +261,13 @@ impl TraceBuilder {
 
     /// The trace's input, e.g. `{"messages":[{"role":"user","content":"hi"}]}`.
     pub fn input(mut self, input: Value) -> Self {
-        self.input = Some(input);
+        self.input = not_null(input);
         self
     }
 
-    /// Metadata: a JSON object (anything else is kept under `"value"`).
+    /// Metadata: a JSON object (`null` means none; anything else is kept under `"value"`).
     pub fn metadata(mut self, metadata: Value) -> Self {
-        self.metadata = Some(as_object(metadata));
+        self.metadata = as_object(metadata);
         self
     }
 
@@ -366,17 +376,17 @@ impl Trace {
 
     /// Sets the input.
     pub fn set_input(&self, input: Value) {
-        self.update(|d| d.input = Some(input));
+        self.update(|d| d.input = not_null(input));
     }
 
     /// Sets the output.
     pub fn set_output(&self, output: Value) {
-        self.update(|d| d.output = Some(output));
+        self.update(|d| d.output = not_null(output));
     }
 
-    /// Sets the metadata: a JSON object (anything else is kept under `"value"`).
+    /// Sets the metadata: a JSON object (`null` means none; anything else is kept under `"value"`).
     pub fn set_metadata(&self, metadata: Value) {
-        self.update(|d| d.metadata = Some(as_object(metadata)));
+        self.update(|d| d.metadata = as_object(metadata));
     }
 
     /// Sets the status (default [`TraceStatus::Completed`]).
@@ -522,12 +532,12 @@ impl Span {
 
     /// Sets the input.
     pub fn set_input(&self, input: Value) {
-        self.update(|s| s.input = Some(input));
+        self.update(|s| s.input = not_null(input));
     }
 
     /// Sets the output.
     pub fn set_output(&self, output: Value) {
-        self.update(|s| s.output = Some(output));
+        self.update(|s| s.output = not_null(output));
     }
 
     /// Sets the model name.
@@ -555,7 +565,7 @@ impl Span {
 
     /// Sets the model parameters, e.g. `{"temperature": 0.2}`.
     pub fn set_model_parameters(&self, parameters: Value) {
-        self.update(|s| s.model_parameters = Some(as_object(parameters)));
+        self.update(|s| s.model_parameters = as_object(parameters));
     }
 
     /// Marks the moment the first token of a completion arrived.
@@ -563,9 +573,9 @@ impl Span {
         self.update(|s| s.completion_start_time = Some(SystemTime::now()));
     }
 
-    /// Sets the metadata: a JSON object (anything else is kept under `"value"`).
+    /// Sets the metadata: a JSON object (`null` means none; anything else is kept under `"value"`).
     pub fn set_metadata(&self, metadata: Value) {
-        self.update(|s| s.metadata = Some(as_object(metadata)));
+        self.update(|s| s.metadata = as_object(metadata));
     }
 
     /// Records an error and sets the status to [`SpanStatus::Error`].

@@ -477,37 +477,48 @@ impl Worker {
         }
     }
 
-    /// Starts requests while there is room in flight. Traces go first: scores may wait on them.
+    /// Starts requests while there is room in flight, taking from the two endpoints in turn
+    /// so that neither can starve the other. (Scores waiting on a trace are not in a lane.)
     fn dispatch(&mut self, now: Instant) {
         let max = self.shared.config.max_in_flight;
-        for kind in [Kind::Trace, Kind::Score] {
-            self.lane(kind).expire_pause(now);
-            while self.in_flight.len() < max && self.lane(kind).can_send() {
-                let lane = self.lane(kind);
-                let Some(mut job) = lane.ready.pop_front() else {
-                    break;
-                };
-                lane.in_flight += 1;
-                job.attempts += 1;
-                let url = match kind {
-                    Kind::Score => self.shared.config.scores_url.clone(),
-                    Kind::Trace => self.shared.config.traces_url.clone(),
-                };
-                let transport = Arc::clone(&self.transport);
-                let (body, request_id, fresh) = (
-                    job.body.clone(),
-                    job.request_id.clone(),
-                    job.fresh_connection,
-                );
-                let seq = job.seq;
-                let handle = self.in_flight.spawn(async move {
-                    let attempt = transport.send(url, body, request_id, fresh).await;
-                    (job, attempt)
-                });
-                self.in_flight_kinds.insert(handle.id(), (kind, seq));
-                self.shared.counters.request();
+        self.scores.expire_pause(now);
+        self.traces.expire_pause(now);
+        let mut progressed = true;
+        while progressed && self.in_flight.len() < max {
+            progressed = false;
+            for kind in [Kind::Trace, Kind::Score] {
+                if self.in_flight.len() < max && self.lane(kind).can_send() {
+                    self.start_request(kind);
+                    progressed = true;
+                }
             }
         }
+    }
+
+    fn start_request(&mut self, kind: Kind) {
+        let lane = self.lane(kind);
+        let Some(mut job) = lane.ready.pop_front() else {
+            return;
+        };
+        lane.in_flight += 1;
+        job.attempts += 1;
+        let url = match kind {
+            Kind::Score => self.shared.config.scores_url.clone(),
+            Kind::Trace => self.shared.config.traces_url.clone(),
+        };
+        let transport = Arc::clone(&self.transport);
+        let (body, request_id, fresh) = (
+            job.body.clone(),
+            job.request_id.clone(),
+            job.fresh_connection,
+        );
+        let seq = job.seq;
+        let handle = self.in_flight.spawn(async move {
+            let attempt = transport.send(url, body, request_id, fresh).await;
+            (job, attempt)
+        });
+        self.in_flight_kinds.insert(handle.id(), (kind, seq));
+        self.shared.counters.request();
     }
 
     fn on_done(&mut self, done: SendResult) {
