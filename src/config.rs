@@ -221,6 +221,14 @@ fn parse_count(setting: &'static str, value: &str) -> Result<usize, ConfigError>
         .map_err(|_| invalid(setting, format!("{value:?} is not a whole number")))
 }
 
+/// A count that must be at least 1, checked here so the error names the variable.
+fn parse_positive(setting: &'static str, value: &str) -> Result<usize, ConfigError> {
+    match parse_count(setting, value)? {
+        0 => Err(invalid(setting, "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
 fn parse_seconds(setting: &'static str, value: &str) -> Result<Duration, ConfigError> {
     value
         .trim()
@@ -283,13 +291,13 @@ impl ClientBuilder {
             "PANDAPROBE_ENABLED" => self.enabled = parse_bool(value),
             "PANDAPROBE_DEBUG" => self.debug = parse_bool(value),
             "PANDAPROBE_BATCH_SIZE" => {
-                record(parse_count(name, value).map(|n| self.batch_size = n))
+                record(parse_positive(name, value).map(|n| self.batch_size = n))
             }
             "PANDAPROBE_MAX_QUEUE_SIZE" => {
-                record(parse_count(name, value).map(|n| self.max_queue_size = n))
+                record(parse_positive(name, value).map(|n| self.max_queue_size = n))
             }
             "PANDAPROBE_MAX_IN_FLIGHT" => {
-                record(parse_count(name, value).map(|n| self.max_in_flight = n))
+                record(parse_positive(name, value).map(|n| self.max_in_flight = n))
             }
             "PANDAPROBE_MAX_RETRIES" => record(
                 parse_count(name, value)
@@ -382,7 +390,9 @@ impl ClientBuilder {
     }
 
     /// Capacity of the record queue. Default [`DEFAULT_MAX_QUEUE_SIZE`]. Its memory is
-    /// reserved up front (about 100 bytes a slot).
+    /// reserved up front (about 100 bytes a slot). Beyond the queue, the worker holds at most
+    /// `max(1024, 4 × max_in_flight, 2 × batch_size)` records (in flight or waiting for a
+    /// retry), and never more than `max(max_queue_size, 2 × max_in_flight)`.
     pub fn max_queue_size(self, size: usize) -> Self {
         let mut b = self.overridden("PANDAPROBE_MAX_QUEUE_SIZE");
         b.max_queue_size = size;
@@ -663,6 +673,14 @@ mod tests {
         let mut pairs = BASE.to_vec();
         pairs.push(("PANDAPROBE_FLUSH_INTERVAL", "-1"));
         assert!(vars(&pairs).into_config().is_err());
+
+        let mut pairs = BASE.to_vec();
+        pairs.push(("PANDAPROBE_MAX_QUEUE_SIZE", "0"));
+        let err = vars(&pairs).into_config().unwrap_err();
+        assert!(
+            err.to_string().contains("PANDAPROBE_MAX_QUEUE_SIZE"),
+            "{err}"
+        );
 
         let zero = vars(&BASE).batch_size(0).into_config().unwrap_err();
         assert!(zero.to_string().contains("batch_size"), "{zero}");

@@ -60,7 +60,10 @@ pub enum ScoreError {
     #[error("score metadata must be a JSON object, got {0}")]
     MetadataNotObject(&'static str),
     /// The queue is full; the score was dropped and counted (see [`Stats`](crate::Stats)).
-    #[error("the pandaprobe queue is full; the score was dropped")]
+    #[error(
+        "the pandaprobe queue is full; the score was dropped (raise max_queue_size, \
+         or use QueueFullPolicy::Block to wait for room)"
+    )]
     QueueFull,
     /// The client was shut down; the score was dropped and counted.
     #[error("the pandaprobe client is shut down; the score was dropped")]

@@ -288,12 +288,7 @@ impl Worker {
         transport: Transport,
     ) -> Worker {
         let config = &shared.config;
-        // The worker takes records off the queue only while it holds fewer than this, so a
-        // dead server cannot make retries grow without bound: the queue fills and `score()`
-        // drops instead.
-        let window = (config.max_in_flight * 4)
-            .max(config.batch_size * 2)
-            .max(1024);
+        let window = window(config);
         Worker {
             scores: Lane::new(config),
             traces: Lane::new(config),
@@ -867,6 +862,18 @@ impl Worker {
             );
         }
     }
+}
+
+/// How many records the worker holds at most (in flight, waiting for a retry, a trace or its
+/// grace period). It takes records off the queue only below this, so a dead server cannot make
+/// retries grow without bound: the queue fills and `score()` drops instead. Room enough that a
+/// few records stuck in long retries do not stall the rest, yet never more than the queue
+/// itself holds (or twice the requests in flight, for a tiny queue).
+pub(crate) fn window(config: &Config) -> usize {
+    let roomy = (config.max_in_flight * 4)
+        .max(config.batch_size * 2)
+        .max(1024);
+    roomy.min(config.max_queue_size.max(config.max_in_flight * 2))
 }
 
 fn describe(attempt: &Attempt) -> String {
