@@ -733,9 +733,9 @@ fn median(v: &mut [f64]) -> f64 {
     v[v.len() / 2]
 }
 
-fn list(v: &[f64]) -> String {
+fn list(v: &[f64], decimals: usize) -> String {
     v.iter()
-        .map(|x| format!("{x:.0}"))
+        .map(|x| format!("{x:.decimals$}"))
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -754,7 +754,10 @@ fn main() {
     // printed sections then run quick versions.
     let quick = !args.iter().any(|a| a == "--bench");
     let filter = args.iter().find(|a| !a.starts_with('-'));
-    let selected = |name: &str| filter.map_or(true, |f| name.contains(f.as_str()));
+    let selected = |name: &str| match filter {
+        None => true,
+        Some(f) => name.contains(f.as_str()),
+    };
     benches();
     if selected("delivery/ratio") {
         delivery_ratio(quick);
