@@ -59,6 +59,9 @@ pub enum ScoreError {
     /// Metadata that is not a JSON object (the server rejects arrays, scalars and null).
     #[error("score metadata must be a JSON object, got {0}")]
     MetadataNotObject(&'static str),
+    /// A NUL character, which the server's database cannot store (it answers 500).
+    #[error("score {0} contains a NUL character, which the server cannot store")]
+    NulCharacter(&'static str),
     /// The queue is full; the score was dropped and counted (see [`Stats`](crate::Stats)).
     #[error(
         "the pandaprobe queue is full; the score was dropped (raise max_queue_size, \

@@ -274,15 +274,31 @@ impl Score {
                 }
             }
             // A number relabelled as BOOLEAN or CATEGORICAL is judged as its text form.
-            (ScoreValue::Number(n), data_type) => validate_text(&n.to_string(), data_type)?,
+            (ScoreValue::Number(n), data_type) => validate_text(&render_number(*n), data_type)?,
             (ScoreValue::Bool(b), ScoreDataType::Numeric) => {
                 return Err(ScoreError::InvalidNumeric(b.to_string()))
             }
             (ScoreValue::Bool(_), _) => {}
         }
-        if let Some(metadata) = self.metadata_value() {
-            if !metadata.is_object() {
-                return Err(ScoreError::MetadataNotObject(json_kind(metadata)));
+        if self.name.contains('\0') {
+            return Err(ScoreError::NulCharacter("name"));
+        }
+        if let ScoreValue::Text(text) = &self.value {
+            if text.contains('\0') {
+                return Err(ScoreError::NulCharacter("value"));
+            }
+        }
+        if let Some(extras) = &self.extras {
+            if extras.reason.as_ref().is_some_and(|r| r.contains('\0')) {
+                return Err(ScoreError::NulCharacter("reason"));
+            }
+            if let Some(metadata) = &extras.metadata {
+                if !metadata.is_object() {
+                    return Err(ScoreError::MetadataNotObject(json_kind(metadata)));
+                }
+                if has_nul(metadata) {
+                    return Err(ScoreError::NulCharacter("metadata"));
+                }
             }
         }
         Ok(trace_id)
@@ -295,7 +311,7 @@ impl Score {
                 Cow::Owned(text.to_ascii_lowercase())
             }
             ScoreValue::Text(text) => Cow::Borrowed(text),
-            ScoreValue::Number(n) => Cow::Owned(n.to_string()),
+            ScoreValue::Number(n) => Cow::Owned(render_number(*n)),
             ScoreValue::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
         }
     }
@@ -337,6 +353,17 @@ fn validate_text(text: &str, data_type: ScoreDataType) -> Result<(), ScoreError>
     }
 }
 
+/// The shortest text that reads back as `n`; exponent form where the plain decimal would be
+/// long (`1e-300` would otherwise be 302 characters, over the server's 255).
+fn render_number(n: f64) -> String {
+    let plain = n.to_string();
+    if plain.len() <= 24 {
+        plain
+    } else {
+        format!("{n:e}")
+    }
+}
+
 fn is_unit_interval(n: f64) -> bool {
     (0.0..=1.0).contains(&n)
 }
@@ -352,6 +379,15 @@ fn check_length(text: &str, error: fn(usize) -> ScoreError) -> Result<(), ScoreE
         return Err(error(chars));
     }
     Ok(())
+}
+
+fn has_nul(value: &serde_json::Value) -> bool {
+    match value {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(items) => items.iter().any(has_nul),
+        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
 }
 
 fn json_kind(value: &serde_json::Value) -> &'static str {
@@ -440,6 +476,22 @@ mod tests {
                 Score::categorical(ID, "a", "x").metadata(json!(null)),
                 ScoreError::MetadataNotObject("null"),
             ),
+            (
+                Score::new(ID, "a\0", "0.5"),
+                ScoreError::NulCharacter("name"),
+            ),
+            (
+                Score::categorical(ID, "a", "x\0"),
+                ScoreError::NulCharacter("value"),
+            ),
+            (
+                Score::categorical(ID, "a", "x").reason("\0"),
+                ScoreError::NulCharacter("reason"),
+            ),
+            (
+                Score::categorical(ID, "a", "x").metadata(json!({"k": ["\0"]})),
+                ScoreError::NulCharacter("metadata"),
+            ),
         ];
         for (score, expected) in cases {
             assert_eq!(check(score), Err(expected));
@@ -455,6 +507,8 @@ mod tests {
     #[test]
     fn wire_values() {
         assert_eq!(Score::numeric(ID, "a", 0.85).wire_value(), "0.85");
+        assert_eq!(Score::numeric(ID, "a", 1e-300).wire_value(), "1e-300");
+        assert_eq!(Score::numeric(ID, "a", 1.0).wire_value(), "1");
         assert_eq!(Score::boolean(ID, "a", true).wire_value(), "true");
         let relabelled = Score::new(ID, "a", "False").data_type(ScoreDataType::Boolean);
         assert_eq!(relabelled.wire_value(), "false");

@@ -589,11 +589,18 @@ impl Worker {
         self.log_outcome(&job, attempt, "will retry");
         if pause_endpoint {
             let lane = self.lane(job.kind);
-            let pause = after
-                .map(|d| d.min(cap))
-                .unwrap_or_else(|| lane.pause_backoff.next_backoff().unwrap_or(cap));
-            let until = now + pause;
-            lane.paused_until = Some(lane.paused_until.map_or(until, |t| t.max(until)));
+            // Requests already in flight when the pause began come back with 429s of their own:
+            // only the first answer, or a failed probe, may lengthen the pause.
+            let paused = lane.paused_until.is_some_and(|t| t > now);
+            let pause = match after {
+                Some(server_says) => Some(server_says),
+                None if paused => None,
+                None => lane.pause_backoff.next_backoff(),
+            };
+            if let Some(pause) = pause {
+                let until = now + pause.min(cap);
+                lane.paused_until = Some(lane.paused_until.map_or(until, |t| t.max(until)));
+            }
             lane.probing = true;
             lane.ready.push_front(job);
             return;
