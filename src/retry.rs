@@ -23,17 +23,22 @@ pub(crate) enum Attempt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Decision {
     Delivered,
-    Retry {
-        /// The server's `Retry-After`, if it gave one.
-        after: Option<Duration>,
-        /// A 429: pause the whole endpoint rather than retrying records one by one.
-        pause_endpoint: bool,
-        /// The server closes the connection after a 500: retry on a fresh one.
-        fresh_connection: bool,
-        ambiguous: bool,
-    },
+    Retry(RetryHint),
     /// Retrying cannot help (401, 403, 404, 422, …): drop and count as rejected.
     Reject,
+}
+
+/// How to retry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RetryHint {
+    /// The server's `Retry-After`, if it gave one.
+    pub(crate) after: Option<Duration>,
+    /// A 429: pause the whole endpoint rather than retrying records one by one.
+    pub(crate) pause_endpoint: bool,
+    /// The server closes the connection after a 500: retry on a fresh one.
+    pub(crate) fresh_connection: bool,
+    /// The failed attempt may have stored the record: the retry may make a duplicate.
+    pub(crate) ambiguous: bool,
 }
 
 /// Retryable: connection errors, timeouts, 408, 429, 500, 502, 503, 504. Every other status is
@@ -45,19 +50,19 @@ pub(crate) fn decide(attempt: &Attempt) -> Decision {
             status: status @ (408 | 429 | 500 | 502 | 503 | 504),
             retry_after,
             ..
-        } => Decision::Retry {
+        } => Decision::Retry(RetryHint {
             after: *retry_after,
             pause_endpoint: *status == 429,
             fresh_connection: *status == 500,
             ambiguous: false,
-        },
+        }),
         Attempt::Answered { .. } => Decision::Reject,
-        Attempt::Failed { ambiguous, .. } => Decision::Retry {
+        Attempt::Failed { ambiguous, .. } => Decision::Retry(RetryHint {
             after: None,
             pause_endpoint: false,
             fresh_connection: true,
             ambiguous: *ambiguous,
-        },
+        }),
     }
 }
 
@@ -93,23 +98,23 @@ mod tests {
     fn transient_statuses_are_retried() {
         for status in [408, 429, 500, 502, 503, 504] {
             assert!(
-                matches!(decide(&answered(status)), Decision::Retry { .. }),
+                matches!(decide(&answered(status)), Decision::Retry(_)),
                 "{status}"
             );
         }
         assert!(matches!(
             decide(&answered(429)),
-            Decision::Retry {
+            Decision::Retry(RetryHint {
                 pause_endpoint: true,
                 ..
-            }
+            })
         ));
         assert!(matches!(
             decide(&answered(500)),
-            Decision::Retry {
+            Decision::Retry(RetryHint {
                 fresh_connection: true,
                 ..
-            }
+            })
         ));
     }
 
@@ -128,10 +133,10 @@ mod tests {
         });
         assert!(matches!(
             d,
-            Decision::Retry {
+            Decision::Retry(RetryHint {
                 ambiguous: true,
                 ..
-            }
+            })
         ));
         let d = decide(&Attempt::Failed {
             ambiguous: false,
@@ -139,10 +144,10 @@ mod tests {
         });
         assert!(matches!(
             d,
-            Decision::Retry {
+            Decision::Retry(RetryHint {
                 ambiguous: false,
                 ..
-            }
+            })
         ));
     }
 

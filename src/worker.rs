@@ -24,7 +24,7 @@ use crate::body::score_body;
 use crate::config::Config;
 use crate::error::{ConfigError, FlushError};
 use crate::record::Record;
-use crate::retry::{decide, Attempt, Decision};
+use crate::retry::{decide, Attempt, Decision, RetryHint};
 use crate::stats::{Counters, DropReason, Kind};
 use crate::transport::Transport;
 
@@ -391,7 +391,11 @@ impl Worker {
             match record {
                 Record::Score(score) => {
                     let Some(trace_id) = score.trace_id() else {
-                        continue; // unreachable: score() validated the id
+                        // score() validated the id; should that ever change, still count it.
+                        self.shared
+                            .counters
+                            .dropped(Kind::Score, DropReason::Rejected, 1);
+                        continue;
                     };
                     let job =
                         self.new_job(Kind::Score, seq, trace_id, score_body(trace_id, &score));
@@ -546,34 +550,17 @@ impl Worker {
                 self.finish(job.kind, job.seq, None);
             }
             Decision::Reject => self.drop_job(job, &attempt, DropReason::Rejected, now),
-            Decision::Retry {
-                after,
-                pause_endpoint,
-                fresh_connection,
-                ambiguous,
-            } => self.retry(
-                job,
-                &attempt,
-                after,
-                pause_endpoint,
-                fresh_connection,
-                ambiguous,
-                now,
-            ),
+            Decision::Retry(hint) => self.retry(job, &attempt, hint, now),
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn retry(
-        &mut self,
-        mut job: Job,
-        attempt: &Attempt,
-        after: Option<Duration>,
-        pause_endpoint: bool,
-        fresh_connection: bool,
-        ambiguous: bool,
-        now: Instant,
-    ) {
+    fn retry(&mut self, mut job: Job, attempt: &Attempt, hint: RetryHint, now: Instant) {
+        let RetryHint {
+            after,
+            pause_endpoint,
+            fresh_connection,
+            ambiguous,
+        } = hint;
         let config = &self.shared.config;
         let first_failure = *job.first_failure.get_or_insert(now);
         let out_of_time = now.duration_since(first_failure) >= config.retry_max_elapsed;
