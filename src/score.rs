@@ -243,6 +243,14 @@ impl Score {
         &self.name
     }
 
+    /// The exact JSON body this score is sent as (`POST /evaluations/trace-scores`), after the
+    /// same validation as [`Client::score`](crate::Client::score). For logs and tests; the
+    /// client builds it in its worker, not on the caller's thread.
+    pub fn to_body(&self) -> Result<Vec<u8>, ScoreError> {
+        let trace_id = self.validate()?;
+        Ok(crate::body::score_body(trace_id, self))
+    }
+
     pub(crate) fn set_trace_id(&mut self, id: Uuid) {
         self.trace_id = TraceIdInput::Valid(id);
     }
