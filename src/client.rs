@@ -104,12 +104,13 @@ impl Client {
     ///
     /// An invalid score is refused with the reason and nothing is queued. A full queue or a
     /// shut-down client drops the score, counts it in [`Stats`] and says so in the error.
+    #[inline]
     pub fn score(&self, score: Score) -> Result<(), ScoreError> {
-        let Some(inner) = &self.inner else {
-            return Ok(());
-        };
-        score.validate()?;
-        inner.enqueue(Record::Score(score))
+        // Inlined down to this check, so a disabled client costs the caller next to nothing.
+        match &self.inner {
+            Some(inner) => inner.score(score),
+            None => Ok(()),
+        }
     }
 
     /// Queues an ended trace (with the scores that wait for it). Never fails: a trace that
@@ -238,9 +239,15 @@ impl fmt::Debug for Client {
 }
 
 impl Inner {
+    #[inline(never)]
+    fn score(&self, score: Score) -> Result<(), ScoreError> {
+        score.validate()?;
+        self.enqueue(Record::Score(score))
+    }
+
     fn enqueue(&self, record: Record) -> Result<(), ScoreError> {
         let shared = &*self.shared;
-        shared.counters.accepted(record.kind(), 1);
+        let before = shared.counters.accepted(record.kind(), 1);
         if shared.closed.load(Ordering::Acquire) {
             self.count_dropped(&record, DropReason::Shutdown);
             return Err(ScoreError::ShutDown);
@@ -270,8 +277,10 @@ impl Inner {
             self.count_dropped(&record, DropReason::QueueFull);
             return Err(ScoreError::QueueFull);
         }
-        // One wake-up per batch at most; otherwise the worker's interval timer picks it up.
-        if self.records.len() >= shared.config.batch_size {
+        // One wake-up per `batch_size` records at most; otherwise the worker's interval timer
+        // picks them up. Counting acceptances, rather than asking the queue its length, keeps
+        // the caller off the cache line the worker writes.
+        if (before + 1).is_multiple_of(shared.config.batch_size as u64) {
             shared.wake_worker();
         }
         Ok(())

@@ -65,8 +65,9 @@ impl Counters {
         }
     }
 
-    pub(crate) fn accepted(&self, kind: Kind, n: u64) {
-        self.kind(kind).accepted.fetch_add(n, Ordering::Release);
+    /// Counts `n` accepted records; returns how many had been accepted before.
+    pub(crate) fn accepted(&self, kind: Kind, n: u64) -> u64 {
+        self.kind(kind).accepted.fetch_add(n, Ordering::Release)
     }
 
     pub(crate) fn sent(&self, kind: Kind) {

@@ -80,7 +80,7 @@ impl Transport {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| parse_retry_after(v, SystemTime::now()));
         // Read the answer (so the connection can be reused) but never more than the cap.
-        let mut head = Vec::new();
+        let mut head = Vec::with_capacity(256);
         while head.len() < MAX_ANSWER_BYTES {
             match response.chunk().await {
                 Ok(Some(chunk)) => {
@@ -90,10 +90,16 @@ impl Transport {
                 Ok(None) | Err(_) => break,
             }
         }
+        // Only an error's words are worth reading; a success's body is just drained.
+        let message = if (200..300).contains(&status) {
+            String::new()
+        } else {
+            server_message(&head)
+        };
         Attempt::Answered {
             status,
             retry_after,
-            message: server_message(&head),
+            message,
         }
     }
 }

@@ -5,6 +5,9 @@
 //! has been answered, and answers flush and shutdown requests by their deadlines.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -14,9 +17,10 @@ use backoff::backoff::Backoff;
 use backoff::ExponentialBackoff;
 use bytes::Bytes;
 use crossbeam_channel::Receiver;
+use futures_util::stream::{FuturesUnordered, StreamExt};
+use futures_util::FutureExt;
 use reqwest::header::HeaderValue;
 use tokio::sync::{mpsc, oneshot, Notify};
-use tokio::task::JoinSet;
 use tokio::time::Instant;
 use uuid::Uuid;
 
@@ -220,12 +224,13 @@ struct ShutdownState {
     replies: Vec<Reply>,
 }
 
-/// What a send task hands back: its id, the record and what the attempt produced.
-type SendResult = Result<(tokio::task::Id, (Job, Attempt)), tokio::task::JoinError>;
+/// One request under way: it hands back the record and what the attempt produced. Polled by
+/// the worker's own task (no task spawned per request).
+type Sending = Pin<Box<dyn Future<Output = (Job, Attempt)> + Send>>;
 
 enum Event {
     Control(Option<Control>),
-    Done(Box<SendResult>),
+    Done(Box<(Job, Attempt)>),
     Wake,
     Timer,
 }
@@ -264,8 +269,7 @@ struct Worker {
     delayed: BTreeMap<(Instant, u64), Job>,
     delayed_seq: u64,
     recent_traces: HashMap<Uuid, TraceState>,
-    in_flight: JoinSet<(Job, Attempt)>,
-    in_flight_kinds: HashMap<tokio::task::Id, (Kind, u64)>,
+    in_flight: FuturesUnordered<Sending>,
     /// Records taken from the queue so far: the next record's `seq`.
     pulled: u64,
     /// How many jobs of each `seq` have not reached an outcome.
@@ -301,8 +305,7 @@ impl Worker {
             delayed: BTreeMap::new(),
             delayed_seq: 0,
             recent_traces: HashMap::new(),
-            in_flight: JoinSet::new(),
-            in_flight_kinds: HashMap::new(),
+            in_flight: FuturesUnordered::new(),
             pulled: 0,
             outstanding: BTreeMap::new(),
             held: 0,
@@ -328,7 +331,7 @@ impl Worker {
             let event = tokio::select! {
                 biased;
                 control = self.control.recv(), if self.control_open => Event::Control(control),
-                Some(done) = self.in_flight.join_next_with_id(), if !self.in_flight.is_empty() => {
+                Some(done) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     Event::Done(Box::new(done))
                 }
                 _ = self.shared.wake.notified() => Event::Wake,
@@ -506,36 +509,27 @@ impl Worker {
             Kind::Trace => self.shared.config.traces_url.clone(),
         };
         let transport = Arc::clone(&self.transport);
-        let (body, request_id, fresh) = (
-            job.body.clone(),
-            job.request_id.clone(),
-            job.fresh_connection,
-        );
-        let seq = job.seq;
-        let handle = self.in_flight.spawn(async move {
-            let attempt = transport.send(url, body, request_id, fresh).await;
+        self.in_flight.push(Box::pin(async move {
+            let send = transport.send(
+                url,
+                job.body.clone(),
+                job.request_id.clone(),
+                job.fresh_connection,
+            );
+            // The transport does not panic; should it ever, the record is retried, not lost.
+            let attempt = AssertUnwindSafe(send)
+                .catch_unwind()
+                .await
+                .unwrap_or_else(|_| Attempt::Failed {
+                    ambiguous: true,
+                    message: "the HTTP client panicked".into(),
+                });
             (job, attempt)
-        });
-        self.in_flight_kinds.insert(handle.id(), (kind, seq));
+        }));
         self.shared.counters.request();
     }
 
-    fn on_done(&mut self, done: SendResult) {
-        let (job, attempt) = match done {
-            Ok((id, done)) => {
-                self.in_flight_kinds.remove(&id);
-                done
-            }
-            Err(e) => {
-                // A send task cannot panic by design; if one ever does, its record is counted.
-                if let Some((kind, seq)) = self.in_flight_kinds.remove(&e.id()) {
-                    self.lane(kind).in_flight -= 1;
-                    tracing::error!(target: "pandaprobe", "a send task failed: {e}");
-                    self.finish(kind, seq, Some(DropReason::RetriesExhausted));
-                }
-                return;
-            }
-        };
+    fn on_done(&mut self, (job, attempt): (Job, Attempt)) {
         let now = Instant::now();
         self.lane(job.kind).in_flight -= 1;
         match decide(&attempt) {
@@ -787,11 +781,10 @@ impl Worker {
     /// Drops everything still held or queued, counting each record as dropped at shutdown.
     fn abandon_all(&mut self) -> u64 {
         // Answers that have already arrived count as what they are, not as abandoned.
-        while let Some(done) = self.in_flight.try_join_next_with_id() {
+        while let Some(Some(done)) = self.in_flight.next().now_or_never() {
             self.on_done(done);
         }
-        self.in_flight.abort_all();
-        self.in_flight_kinds.clear();
+        self.in_flight.clear();
         let mut by_kind = [0u64; 2];
         let slot = |kind: Kind| match kind {
             Kind::Score => 0,
