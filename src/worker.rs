@@ -35,14 +35,23 @@ use crate::transport::Transport;
 /// How often a repeated warning (drops, rejections) is logged at most, with a count.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);
 
+/// While records keep arriving, the worker looks at the queue on its own this often, doubling
+/// after each look that finds nothing, up to [`LAST_POLL`]; then it sleeps until the next
+/// interval tick or a producer's wake-up. Producers skip the wake-up (a syscall that would land
+/// on their hot path) while the worker polls.
+const FIRST_POLL: Duration = Duration::from_millis(1);
+const LAST_POLL: Duration = Duration::from_millis(8);
+
 /// State shared by the client handles and the worker. The worker never holds a client handle,
 /// so dropping the last one is what shuts it down.
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) counters: Counters,
-    /// Set by the producer that asks for a wake-up, cleared by the worker when it wakes: at most
-    /// one wake-up per batch, however many producers cross the threshold.
-    pub(crate) wake_requested: AtomicBool,
+    /// Set while the worker is polling the queue on its own, or once a producer has woken it;
+    /// producers that find it set skip the wake-up. Cleared by the worker when it goes to sleep.
+    /// So: at most one wake-up per batch however many producers cross the threshold, and none
+    /// at all under steady load.
+    pub(crate) awake: AtomicBool,
     pub(crate) wake: Notify,
     /// Set when shutdown begins; `score()` refuses from then on.
     pub(crate) closed: AtomicBool,
@@ -55,7 +64,7 @@ impl Shared {
         Shared {
             config,
             counters: Counters::default(),
-            wake_requested: AtomicBool::new(false),
+            awake: AtomicBool::new(false),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
             final_result: OnceLock::new(),
@@ -64,9 +73,7 @@ impl Shared {
 
     /// Wakes the worker unless a wake-up is already on its way.
     pub(crate) fn wake_worker(&self) {
-        if !self.wake_requested.load(Ordering::Relaxed)
-            && !self.wake_requested.swap(true, Ordering::AcqRel)
-        {
+        if !self.awake.load(Ordering::SeqCst) && !self.awake.swap(true, Ordering::SeqCst) {
             self.wake.notify_one();
         }
     }
@@ -280,6 +287,11 @@ struct Worker {
     flushes: Vec<FlushWaiter>,
     shutdown: Option<ShutdownState>,
     next_tick: Instant,
+    /// How long until the worker looks at the queue again on its own; `None` when asleep.
+    poll: Option<Duration>,
+    next_poll: Instant,
+    /// `pulled` at the last look, to tell whether records arrived since.
+    pulled_at_last_look: u64,
     logs: LogLimiter,
     queue_full_logged: u64,
 }
@@ -297,6 +309,9 @@ impl Worker {
             scores: Lane::new(config),
             traces: Lane::new(config),
             next_tick: Instant::now() + config.flush_interval,
+            poll: None,
+            next_poll: Instant::now(),
+            pulled_at_last_look: 0,
             shared,
             records,
             control,
@@ -322,6 +337,7 @@ impl Worker {
             let now = Instant::now();
             self.release_due(now);
             self.pull(now);
+            self.keep_watch(now);
             self.dispatch(now);
             self.answer_flushes(now);
             if self.try_finish_shutdown(now) {
@@ -346,7 +362,14 @@ impl Worker {
                     self.begin_shutdown(timeout, None);
                 }
                 Event::Done(done) => self.on_done(*done),
-                Event::Wake => self.shared.wake_requested.store(false, Ordering::Release),
+                Event::Wake => {
+                    // Keep watching for a while, so that the flag the producer set is cleared
+                    // again by the poll sequence even if nothing could be taken just now.
+                    if self.poll.is_none() {
+                        self.poll = Some(FIRST_POLL);
+                        self.next_poll = Instant::now() + FIRST_POLL;
+                    }
+                }
                 Event::Timer => {}
             }
             let now = Instant::now();
@@ -357,8 +380,42 @@ impl Worker {
         self.shared.counters.mark_worker_stopped();
     }
 
+    /// Polls the queue while records keep arriving (see [`FIRST_POLL`]), sleeps once they stop.
+    fn keep_watch(&mut self, now: Instant) {
+        if self.pulled != self.pulled_at_last_look {
+            self.pulled_at_last_look = self.pulled;
+            let first = FIRST_POLL.min(self.shared.config.flush_interval);
+            self.poll = Some(first);
+            self.next_poll = now + first;
+            self.shared.awake.store(true, Ordering::SeqCst);
+            return;
+        }
+        let Some(poll) = self.poll else {
+            return;
+        };
+        if now < self.next_poll {
+            return;
+        }
+        let poll = poll * 2;
+        if poll <= LAST_POLL {
+            self.poll = Some(poll);
+            self.next_poll = now + poll;
+            return;
+        }
+        self.poll = None;
+        self.shared.awake.store(false, Ordering::SeqCst);
+        // A record that came in while producers still saw the worker awake is taken now.
+        self.pull(now);
+        if self.pulled != self.pulled_at_last_look {
+            self.keep_watch(now);
+        }
+    }
+
     fn next_deadline(&self) -> Instant {
         let mut deadline = self.next_tick;
+        if self.poll.is_some() {
+            deadline = deadline.min(self.next_poll);
+        }
         if let Some(((due, _), _)) = self.delayed.first_key_value() {
             deadline = deadline.min(*due);
         }
