@@ -32,31 +32,27 @@
 //!
 //! ## Measured
 //!
-//! 2 vCPU AMD EPYC (2.6 GHz, KVM guest, clocksource tsc), 24 GB, Linux 6.18, rustc 1.95.0,
-//! `cargo bench --features testing --bench score` (about 70 s), two runs on an otherwise idle
-//! machine; criterion medians (run 1 / run 2). On 2 cores the producer, the worker and the test
-//! server share the CPUs, and anything else running moves these figures by 2x.
+//! 2 vCPU AMD EPYC (2.6 GHz, KVM guest), 24 GB, Linux 6.18, rustc 1.95.0,
+//! `cargo bench --features testing --bench score` (about 70 s) on an otherwise idle machine,
+//! 2026-11-29; criterion medians. On 2 cores the producer, the worker and the test server share
+//! the CPUs, and anything else running moves these figures by up to 2x: compare ratios from
+//! one run.
 //!
 //! ```text
-//! score/accept_str               85 / 64 ns      score/queue_full          34 / 37 ns
-//! score/accept_typed             29 / 27 ns      score/queue_full_str      64 / 91 ns
-//! score/accept_owned            152 / 124 ns     score/disabled           8.6 / 7.2 ns
-//! score/accept_typed_all_cores   52 / 61 ns      score/disabled_str        31 / 34 ns
-//! score/accept_str_all_cores    130 / 155 ns     (all_cores: per call, on each of 2 threads)
-//! body/serialize                120 / 134 ns     body/serialize_numeric   168 / 259 ns
-//! body/request_id                45 / 64 ns
+//! score/accept_str               65 ns     score/queue_full           37 ns
+//! score/accept_typed             32 ns     score/queue_full_str       73 ns
+//! score/accept_owned            124 ns     score/disabled            5.2 ns
+//! score/accept_typed_all_cores   81 ns     score/disabled_str         31 ns
+//! score/accept_str_all_cores    146 ns     (all_cores: per call, on each of 2 threads)
+//! body/serialize                139 ns     body/serialize_numeric    180 ns
+//! body/request_id                53 ns
 //!
-//! delivery, scores/s (median)       SDK                 bare reqwest, same in flight
-//!   batch_size 1/10/100/1000        51k/48k/49k/44k     (in flight 32)
-//!   in flight 1                     6.7k / 6.1k         7.0k / 7.1k
-//!   in flight 4                     41k / 24k           50k / 54k
-//!   in flight 16                    39k / 41k           47k / 61k
-//!   in flight 32 (default)          45k / 45k           56k / 50k
-//!   in flight 64                    49k / 45k           64k / 61k
-//! delivery/ratio (7 alternating rounds of 20,000, defaults): SDK 50.8k / 47.6k scores/s,
-//!   bare 64.3k / 58.7k req/s, SDK/bare median 0.779 / 0.829 (rounds 0.57 .. 0.93)
-//! flush/1000_queued: 21.3 / 21.5 ms; flush() returned 0.14 / 0.17 ms (median) after the
-//!   server stored the last of the 1,000 (flush interval 10 s)
+//! delivery, scores/s (median)       SDK                     bare reqwest, same in flight
+//!   batch_size 1/10/100/1000        51k / 47k / 41k / 45k   (in flight 32)
+//!   in flight 1 / 4 / 16 / 32 / 64  6.6k/39k/49k/44k/39k    6.2k/40k/52k/58k/49k
+//! delivery/ratio (7 alternating rounds of 20,000, defaults): SDK 49.6k scores/s, bare 51.5k
+//!   req/s, SDK/bare median 0.96 (rounds 0.88 .. 1.08)
+//! flush/1000_queued: 21.7 ms with a 10 s flush interval (it returns when they are delivered)
 //! ```
 
 use std::hint::black_box;
