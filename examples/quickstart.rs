@@ -113,20 +113,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let stats = client.stats();
     println!("flush: {flushed:?}");
-    println!(
-        "scores: accepted {}, sent {}, dropped {} (queue full {}, rejected {}, retries exhausted {}), pending {}",
-        stats.scores.accepted,
-        stats.scores.sent,
-        stats.scores.dropped.total(),
-        stats.scores.dropped.queue_full,
-        stats.scores.dropped.rejected,
-        stats.scores.dropped.retries_exhausted,
-        stats.scores.pending,
-    );
-    println!(
-        "traces: accepted {}, sent {}",
-        stats.traces.accepted, stats.traces.sent
-    );
+    println!("scores: {}", stats.scores);
+    println!("traces: {}", stats.traces);
     println!(
         "score() cost: {:?} per call on average over {calls} calls from {THREADS} threads",
         spent / calls

@@ -226,18 +226,8 @@ mod soak {
         let stats = client.stats();
         let s = stats.scores;
         println!(
-            "{:>7.1}s accepted {} sent {} pending {} dropped {{queue_full {}, rejected {}, exhausted {}, shutdown {}}} \
-             retried {} ambiguous {} requests {} stored {} rss {} KiB",
+            "{:>7.1}s {s}; requests {} stored {} rss {} KiB",
             start.elapsed().as_secs_f64(),
-            s.accepted,
-            s.sent,
-            s.pending,
-            s.dropped.queue_full,
-            s.dropped.rejected,
-            s.dropped.retries_exhausted,
-            s.dropped.shutdown,
-            s.retried,
-            s.ambiguous,
             stats.requests,
             server.score_count(),
             rss_kib(),
@@ -421,18 +411,9 @@ mod soak {
             .count() as u64;
         let never_accepted = copies.keys().filter(|k| !accepted_keys.contains(k)).count();
         println!(
-            "soak: accepted {} delivered {} dropped {{queue_full {}, rejected {}, retries_exhausted {}, shutdown {}}}; \
-             retried {} ambiguous {}; stored {stored_total} rows, {stored_unique} records, {duplicated} duplicates, \
+            "soak: {s}; stored {stored_total} rows, {stored_unique} records, {duplicated} duplicates, \
              {missing} accepted records missing; requests sent {} ({:.3} per delivered record); \
              {flushes} random flushes; answers: {}",
-            s.accepted,
-            s.sent,
-            s.dropped.queue_full,
-            s.dropped.rejected,
-            s.dropped.retries_exhausted,
-            s.dropped.shutdown,
-            s.retried,
-            s.ambiguous,
             stats.requests,
             stats.requests as f64 / s.sent.max(1) as f64,
             chaos.summary(),

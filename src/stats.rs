@@ -189,6 +189,28 @@ pub struct RecordStats {
     pub dropped: Dropped,
 }
 
+/// One line for logs and reports: `accepted 200, sent 198, pending 0, retried 5 (1 ambiguous),
+/// dropped 2 (queue full 0, rejected 2, retries exhausted 0, shutdown 0)`.
+impl std::fmt::Display for RecordStats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "accepted {}, sent {}, pending {}, retried {} ({} ambiguous), dropped {} \
+             (queue full {}, rejected {}, retries exhausted {}, shutdown {})",
+            self.accepted,
+            self.sent,
+            self.pending,
+            self.retried,
+            self.ambiguous,
+            self.dropped.total(),
+            self.dropped.queue_full,
+            self.dropped.rejected,
+            self.dropped.retries_exhausted,
+            self.dropped.shutdown,
+        )
+    }
+}
+
 impl RecordStats {
     /// `accepted == sent + dropped + pending`: true for every snapshot; for tests and asserts.
     pub fn is_balanced(&self) -> bool {

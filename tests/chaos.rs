@@ -224,20 +224,11 @@ fn chaos_every_record_is_accounted_for() {
         .collect();
     eprintln!(
         "[chaos {ctx}] {} records from {THREADS} threads in {produced:?} (total {elapsed:?}); \
-         accepted {} delivered {} dropped {{queue_full {}, rejected {}, retries_exhausted {}, shutdown {}}}; \
-         retried {} ambiguous {}; server stored {stored_total} rows, {stored_unique} records, \
+         {s}; server stored {stored_total} rows, {stored_unique} records, \
          {duplicated} duplicate rows over {duplicated_records} records, {missing} accepted records missing; \
          requests sent {} seen {} ({:.3} per delivered record); random flushes ok {flushes_ok} timed out \
          {flushes_timed_out}; answers: {}",
         THREADS * PER_THREAD,
-        s.accepted,
-        s.sent,
-        s.dropped.queue_full,
-        s.dropped.rejected,
-        s.dropped.retries_exhausted,
-        s.dropped.shutdown,
-        s.retried,
-        s.ambiguous,
         stats.requests,
         server.request_count(),
         stats.requests as f64 / s.sent.max(1) as f64,

@@ -162,19 +162,9 @@ fn assert_request_ids_stable(server: &TestServer) {
 }
 
 fn report(label: &str, stats: &Stats, stored: &Stored, server: &TestServer) {
-    let s = &stats.scores;
     eprintln!(
-        "[{label}] accepted {} delivered {} dropped {{queue_full {}, rejected {}, retries_exhausted {}, shutdown {}}} \
-         pending {} retried {} ambiguous {} | server stored {} (unique {}, duplicates {}) requests seen {} / sent {}",
-        s.accepted,
-        s.sent,
-        s.dropped.queue_full,
-        s.dropped.rejected,
-        s.dropped.retries_exhausted,
-        s.dropped.shutdown,
-        s.pending,
-        s.retried,
-        s.ambiguous,
+        "[{label}] {} | server stored {} (unique {}, duplicates {}) requests seen {} / sent {}",
+        stats.scores,
         stored.total,
         stored.unique,
         stored.duplicates,
