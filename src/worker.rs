@@ -4,7 +4,7 @@
 //! others, pauses an endpoint as a whole on a 429, holds scores until the trace they belong to
 //! has been answered, and answers flush and shutdown requests by their deadlines.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
@@ -27,6 +27,8 @@ use uuid::Uuid;
 use crate::body::score_body;
 use crate::config::Config;
 use crate::error::{ConfigError, FlushError};
+use crate::flush_barrier::FlushBarrier;
+use crate::lane::Lane;
 use crate::record::Record;
 use crate::retry::{decide, Attempt, Decision, RetryHint};
 use crate::stats::{Counters, DropReason, Kind};
@@ -174,49 +176,6 @@ enum TraceState {
     Answered { release_at: Instant },
 }
 
-/// One endpoint's queue of records ready to go, and its 429 pause.
-struct Lane {
-    ready: VecDeque<Job>,
-    paused_until: Option<Instant>,
-    /// After a pause, one request at a time until one succeeds: no storm into a closed window.
-    probing: bool,
-    in_flight: usize,
-    pause_backoff: ExponentialBackoff,
-}
-
-impl Lane {
-    fn new(config: &Config) -> Lane {
-        Lane {
-            ready: VecDeque::new(),
-            paused_until: None,
-            probing: false,
-            in_flight: 0,
-            pause_backoff: ExponentialBackoff {
-                current_interval: config.retry_initial_backoff,
-                initial_interval: config.retry_initial_backoff,
-                randomization_factor: 0.2,
-                multiplier: 2.0,
-                max_interval: config.max_retry_after,
-                max_elapsed_time: None,
-                ..ExponentialBackoff::default()
-            },
-        }
-    }
-
-    /// Ends a pause whose time is up, so that a past instant never becomes a timer.
-    fn expire_pause(&mut self, now: Instant) {
-        if self.paused_until.is_some_and(|t| t <= now) {
-            self.paused_until = None;
-        }
-    }
-
-    fn can_send(&self) -> bool {
-        !self.ready.is_empty()
-            && self.paused_until.is_none()
-            && !(self.probing && self.in_flight > 0)
-    }
-}
-
 /// A flush caller waiting for every record up to `target` in queue order.
 struct FlushWaiter {
     target: u64,
@@ -270,17 +229,14 @@ struct Worker {
     control: mpsc::UnboundedReceiver<Control>,
     control_open: bool,
     transport: Arc<Transport>,
-    scores: Lane,
-    traces: Lane,
+    scores: Lane<Job>,
+    traces: Lane<Job>,
     /// Records waiting for a retry (or a trace's grace period), by due time.
     delayed: BTreeMap<(Instant, u64), Job>,
     delayed_seq: u64,
     recent_traces: HashMap<Uuid, TraceState>,
     in_flight: FuturesUnordered<Sending>,
-    /// Records taken from the queue so far: the next record's `seq`.
-    pulled: u64,
-    /// How many jobs of each `seq` have not reached an outcome.
-    outstanding: BTreeMap<u64, u32>,
+    barrier: FlushBarrier,
     /// Jobs in the worker's hands in any state; bounded by `window`.
     held: usize,
     window: usize,
@@ -290,8 +246,8 @@ struct Worker {
     /// How long until the worker looks at the queue again on its own; `None` when asleep.
     poll: Option<Duration>,
     next_poll: Instant,
-    /// `pulled` at the last look, to tell whether records arrived since.
-    pulled_at_last_look: u64,
+    /// Records taken at the last look, to tell whether records arrived since.
+    taken_at_last_look: u64,
     logs: LogLimiter,
     queue_full_logged: u64,
 }
@@ -306,12 +262,12 @@ impl Worker {
         let config = &shared.config;
         let window = window(config);
         Worker {
-            scores: Lane::new(config),
-            traces: Lane::new(config),
+            scores: Lane::new(config.retry_initial_backoff, config.max_retry_after),
+            traces: Lane::new(config.retry_initial_backoff, config.max_retry_after),
             next_tick: Instant::now() + config.flush_interval,
             poll: None,
             next_poll: Instant::now(),
-            pulled_at_last_look: 0,
+            taken_at_last_look: 0,
             shared,
             records,
             control,
@@ -321,8 +277,7 @@ impl Worker {
             delayed_seq: 0,
             recent_traces: HashMap::new(),
             in_flight: FuturesUnordered::new(),
-            pulled: 0,
-            outstanding: BTreeMap::new(),
+            barrier: FlushBarrier::default(),
             held: 0,
             window,
             flushes: Vec::new(),
@@ -382,8 +337,8 @@ impl Worker {
 
     /// Polls the queue while records keep arriving (see [`FIRST_POLL`]), sleeps once they stop.
     fn keep_watch(&mut self, now: Instant) {
-        if self.pulled != self.pulled_at_last_look {
-            self.pulled_at_last_look = self.pulled;
+        if self.barrier.taken() != self.taken_at_last_look {
+            self.taken_at_last_look = self.barrier.taken();
             let first = FIRST_POLL.min(self.shared.config.flush_interval);
             self.poll = Some(first);
             self.next_poll = now + first;
@@ -406,7 +361,7 @@ impl Worker {
         self.shared.awake.store(false, Ordering::SeqCst);
         // A record that came in while producers still saw the worker awake is taken now.
         self.pull(now);
-        if self.pulled != self.pulled_at_last_look {
+        if self.barrier.taken() != self.taken_at_last_look {
             self.keep_watch(now);
         }
     }
@@ -419,10 +374,11 @@ impl Worker {
         if let Some(((due, _), _)) = self.delayed.first_key_value() {
             deadline = deadline.min(*due);
         }
-        for lane in [&self.scores, &self.traces] {
-            if let (Some(until), false) = (lane.paused_until, lane.ready.is_empty()) {
-                deadline = deadline.min(until);
-            }
+        for until in [self.scores.wake_at(), self.traces.wake_at()]
+            .into_iter()
+            .flatten()
+        {
+            deadline = deadline.min(until);
         }
         for waiter in &self.flushes {
             deadline = deadline.min(waiter.deadline);
@@ -433,7 +389,7 @@ impl Worker {
         deadline
     }
 
-    fn lane(&mut self, kind: Kind) -> &mut Lane {
+    fn lane(&mut self, kind: Kind) -> &mut Lane<Job> {
         match kind {
             Kind::Score => &mut self.scores,
             Kind::Trace => &mut self.traces,
@@ -446,8 +402,7 @@ impl Worker {
             let Ok(record) = self.records.try_recv() else {
                 break;
             };
-            let seq = self.pulled;
-            self.pulled += 1;
+            let seq = self.barrier.take();
             match record {
                 Record::Score(score) => {
                     let Some(trace_id) = score.trace_id() else {
@@ -486,7 +441,7 @@ impl Worker {
     }
 
     fn new_job(&mut self, kind: Kind, seq: u64, trace_id: Uuid, body: Vec<u8>) -> Job {
-        *self.outstanding.entry(seq).or_insert(0) += 1;
+        self.barrier.open(seq);
         self.held += 1;
         let request_id = HeaderValue::from_str(
             Uuid::new_v4()
@@ -591,9 +546,7 @@ impl Worker {
         self.lane(job.kind).in_flight -= 1;
         match decide(&attempt) {
             Decision::Delivered => {
-                let lane = self.lane(job.kind);
-                lane.probing = false;
-                lane.pause_backoff.reset();
+                self.lane(job.kind).delivered();
                 self.log_outcome(&job, &attempt, "delivered");
                 if job.kind == Kind::Trace {
                     self.trace_answered(job.trace_id, true, now);
@@ -626,21 +579,7 @@ impl Worker {
         self.shared.counters.retried(job.kind, ambiguous);
         self.log_outcome(&job, attempt, "will retry");
         if pause_endpoint {
-            let lane = self.lane(job.kind);
-            // Requests already in flight when the pause began come back with 429s of their own:
-            // only the first answer, or a failed probe, may lengthen the pause.
-            let paused = lane.paused_until.is_some_and(|t| t > now);
-            let pause = match after {
-                Some(server_says) => Some(server_says),
-                None if paused => None,
-                None => lane.pause_backoff.next_backoff(),
-            };
-            if let Some(pause) = pause {
-                let until = now + pause.min(cap);
-                lane.paused_until = Some(lane.paused_until.map_or(until, |t| t.max(until)));
-            }
-            lane.probing = true;
-            lane.ready.push_front(job);
+            self.lane(job.kind).rate_limited(job, after, now);
             return;
         }
         let backoff = job.backoff.get_or_insert_with(|| ExponentialBackoff {
@@ -716,12 +655,7 @@ impl Worker {
             None => self.shared.counters.sent(kind),
             Some(reason) => self.shared.counters.dropped(kind, reason, 1),
         }
-        if let Some(n) = self.outstanding.get_mut(&seq) {
-            *n -= 1;
-            if *n == 0 {
-                self.outstanding.remove(&seq);
-            }
-        }
+        self.barrier.close(seq);
         self.held -= 1;
     }
 
@@ -733,7 +667,7 @@ impl Worker {
                     return;
                 }
                 // Everything queued before this request is ahead of `target` in queue order.
-                let target = self.pulled + self.records.len() as u64;
+                let target = self.barrier.taken() + self.records.len() as u64;
                 self.flushes.push(FlushWaiter {
                     target,
                     deadline: deadline_after(timeout),
@@ -760,32 +694,18 @@ impl Worker {
         state.replies.extend(reply);
     }
 
-    fn pending_before(&self, target: u64) -> u64 {
-        let held: u64 = self
-            .outstanding
-            .range(..target)
-            .map(|(_, n)| u64::from(*n))
-            .sum();
-        held + target.saturating_sub(self.pulled)
-    }
-
     fn answer_flushes(&mut self, now: Instant) {
-        if self.flushes.is_empty() {
-            return;
-        }
-        let oldest = self.outstanding.keys().next().copied().unwrap_or(u64::MAX);
-        let pulled = self.pulled;
         let mut i = 0;
         while i < self.flushes.len() {
             let waiter = &self.flushes[i];
-            let done = pulled >= waiter.target && oldest >= waiter.target;
+            let done = self.barrier.passed(waiter.target);
             if done || now >= waiter.deadline {
                 let waiter = self.flushes.swap_remove(i);
                 let result = if done {
                     Ok(())
                 } else {
                     Err(FlushError::Timeout {
-                        pending: self.pending_before(waiter.target),
+                        pending: self.barrier.pending_before(waiter.target),
                         timeout: waiter.timeout,
                     })
                 };
@@ -872,7 +792,7 @@ impl Worker {
                 }
             }
         }
-        self.outstanding.clear();
+        self.barrier.clear();
         self.held = 0;
         let counters = &self.shared.counters;
         counters.dropped(Kind::Score, DropReason::Shutdown, by_kind[0]);
