@@ -252,25 +252,26 @@ impl Inner {
             self.count_dropped(&record, DropReason::Shutdown);
             return Err(ScoreError::ShutDown);
         }
-        let full = match shared.config.queue_full {
-            QueueFullPolicy::DropNew => match self.records.try_send(record) {
-                Ok(()) => None,
-                Err(TrySendError::Full(record)) => Some(record),
-                Err(TrySendError::Disconnected(record)) => {
-                    self.count_dropped(&record, DropReason::Shutdown);
-                    return Err(ScoreError::ShutDown);
-                }
-            },
-            QueueFullPolicy::Block(timeout) => {
-                shared.wake_worker();
-                match self.records.send_timeout(record, timeout) {
-                    Ok(()) => None,
-                    Err(SendTimeoutError::Timeout(record)) => Some(record),
-                    Err(SendTimeoutError::Disconnected(record)) => {
-                        self.count_dropped(&record, DropReason::Shutdown);
-                        return Err(ScoreError::ShutDown);
+        let full = match self.records.try_send(record) {
+            Ok(()) => None,
+            Err(TrySendError::Full(record)) => match shared.config.queue_full {
+                QueueFullPolicy::DropNew => Some(record),
+                QueueFullPolicy::Block(timeout) => {
+                    // Make room sooner: the worker may be asleep until its next tick.
+                    shared.wake_worker();
+                    match self.records.send_timeout(record, timeout) {
+                        Ok(()) => None,
+                        Err(SendTimeoutError::Timeout(record)) => Some(record),
+                        Err(SendTimeoutError::Disconnected(record)) => {
+                            self.count_dropped(&record, DropReason::Shutdown);
+                            return Err(ScoreError::ShutDown);
+                        }
                     }
                 }
+            },
+            Err(TrySendError::Disconnected(record)) => {
+                self.count_dropped(&record, DropReason::Shutdown);
+                return Err(ScoreError::ShutDown);
             }
         };
         if let Some(record) = full {
