@@ -1,11 +1,11 @@
 //! The scoring hot path and end-to-end delivery, against the in-process test server (issue 5).
 //!
 //! ```text
-//! cargo bench --features testing --bench score               # everything, a few minutes
-//! cargo bench --features testing --bench score -- score/     # only the score() groups
-//! cargo bench --features testing --bench score -- delivery   # delivery, the bare-reqwest
+//! cargo bench --bench score               # everything, a few minutes
+//! cargo bench --bench score -- score/     # only the score() groups
+//! cargo bench --bench score -- delivery   # delivery, the bare-reqwest
 //!                                                            # reference and the SDK/bare ratio
-//! cargo bench --features testing --bench score -- flush      # flush latency
+//! cargo bench --bench score -- flush      # flush latency
 //! ```
 //!
 //! Groups:
@@ -33,7 +33,7 @@
 //! ## Measured
 //!
 //! 2 vCPU AMD EPYC (2.6 GHz, KVM guest), 24 GB, Linux 6.18, rustc 1.95.0,
-//! `cargo bench --features testing --bench score` (about 70 s) on an otherwise idle machine,
+//! `cargo bench --bench score` (about 70 s) on an otherwise idle machine,
 //! 2026-11-29; criterion medians. On 2 cores the producer, the worker and the test server share
 //! the CPUs, and anything else running moves these figures by up to 2x: compare ratios from
 //! one run.

@@ -2,7 +2,7 @@
 //! in-process test server, in one run; prints a markdown table.
 //!
 //! ```text
-//! cargo run --release --features testing --example compare_python [-- N]
+//! cargo run --release --example compare_python [-- N]
 //! ```
 //!
 //! 1. Starts a [`TestServer`] on `127.0.0.1`.

@@ -3,7 +3,7 @@
 //! `Instant`, for the string trace id path and the typed path (criterion only gives medians).
 //!
 //! ```text
-//! cargo run --release --features testing --example latency [-- CALLS [BATCH_SIZE]]
+//! cargo run --release --example latency [-- CALLS [BATCH_SIZE]]
 //! ```
 //!
 //! BATCH_SIZE (default the SDK's) sets the clients' `batch_size`: how many queued records wake

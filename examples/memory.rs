@@ -1,8 +1,8 @@
 //! Peak memory per queued score, at a full queue of 100,000 typical scores.
 //!
 //! ```text
-//! cargo run --release --features testing --example memory            # typical scores
-//! cargo run --release --features testing --example memory -- static  # &'static name and value
+//! cargo run --release --example memory            # typical scores
+//! cargo run --release --example memory -- static  # &'static name and value
 //! ```
 //!
 //! A typical score: a trace id given as text, an owned 16-character name, an owned 4-character

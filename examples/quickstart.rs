@@ -6,7 +6,7 @@
 //! it talks to the real server.
 //!
 //! ```text
-//! cargo run --release --example quickstart --features testing
+//! cargo run --release --example quickstart
 //! ```
 
 use std::time::{Duration, Instant};

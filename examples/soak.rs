@@ -7,8 +7,8 @@
 //! PASS, 1 for FAIL).
 //!
 //! ```text
-//! cargo run --features testing --example soak -- duration=300 rate=2000 p500=0.1
-//! cargo run --features testing --example soak -- --help
+//! cargo run --example soak -- duration=300 rate=2000 p500=0.1
+//! cargo run --example soak -- --help
 //! ```
 //!
 //! Every setting is `name=value` on the command line (a leading `--` is allowed) or the
@@ -19,9 +19,7 @@
 
 #[cfg(not(feature = "testing"))]
 fn main() {
-    eprintln!(
-        "the soak example needs the test server: cargo run --features testing --example soak"
-    );
+    eprintln!("the soak example needs the test server: cargo run --example soak");
     std::process::exit(2);
 }
 
@@ -139,7 +137,7 @@ mod soak {
     }
 
     fn usage() {
-        eprintln!("usage: cargo run --features testing --example soak -- [name=value]...\n");
+        eprintln!("usage: cargo run --example soak -- [name=value]...\n");
         for (name, default, help) in SETTINGS {
             eprintln!(
                 "  {name:<11} {default:<8} {help} (env SOAK_{})",

@@ -6,11 +6,11 @@
 //! duplicates never outnumber the ambiguous attempts.
 //!
 //! The seed comes from `CHAOS_SEED` (default below) and is printed in every assertion message
-//! and in the report: `CHAOS_SEED=123 cargo test --features testing --test chaos -- --nocapture`.
+//! and in the report: `CHAOS_SEED=123 cargo test --test chaos -- --nocapture`.
 //! The same seed gives the same sequence of answers, although thread timing decides which
 //! request gets which.
 //!
-//! A longer run with chosen rates: `cargo run --features testing --example soak -- --help`.
+//! A longer run with chosen rates: `cargo run --example soak -- --help`.
 #![cfg(feature = "testing")]
 
 use std::collections::{HashMap, HashSet};

@@ -1,7 +1,7 @@
 //! Configuration from the real process environment (`PANDAPROBE_*`).
 //!
 //! This binary holds a single test on purpose: it mutates the process environment, which no
-//! other test may observe. Run with `cargo test --features testing --test env`.
+//! other test may observe. Run with `cargo test --test env`.
 
 use std::env;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! Records are told apart on the server by their `X-Request-ID` (the SDK keeps it the same on
 //! every retry of one record) and by a `{"t": thread, "n": i}` metadata object.
 //!
-//! Run with `cargo test --features testing --test faults -- --nocapture` to see the figures.
+//! Run with `cargo test --test faults -- --nocapture` to see the figures.
 #![cfg(feature = "testing")]
 
 use std::collections::{HashMap, HashSet};

@@ -2,7 +2,7 @@
 //! wire format, validation, the flush and shutdown guarantees, queue-full accounting, retries,
 //! runtimes, and the stats identity.
 //!
-//! Run with `cargo test --features testing --test scoring`.
+//! Run with `cargo test --test scoring`.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};

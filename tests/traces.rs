@@ -3,7 +3,7 @@
 //! ordering of a trace and its scores (counting the 500s a delaying server answers), the
 //! counters, the global client and scores made through a trace.
 //!
-//! Run: `cargo test --features testing --test traces -- --nocapture` (prints the 500 counts and
+//! Run: `cargo test --test traces -- --nocapture` (prints the 500 counts and
 //! the run time of 1,000 trace-then-score pairs).
 
 use std::collections::HashMap;
