@@ -38,6 +38,10 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default wait between a trace's answer and the first attempt of scores held for it.
 pub const DEFAULT_TRACE_SCORE_DELAY: Duration = Duration::from_millis(500);
 
+/// Longer settings are cut to this: "a year" means "never" for every duration here, and
+/// keeps the worker's clock arithmetic from overflowing on `Duration::MAX`.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
 /// What `score()` does when the queue is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -115,6 +119,7 @@ pub(crate) struct Config {
 /// | [`trace_score_delay`](Self::trace_score_delay) | [`DEFAULT_TRACE_SCORE_DELAY`] | none |
 ///
 /// Booleans follow the Python SDK: `true`, `1` or `yes` in any case is true, anything else false.
+/// Durations longer than a year (`Duration::MAX` included) are taken as a year: "never".
 #[derive(Clone)]
 #[must_use]
 pub struct ClientBuilder {
@@ -459,6 +464,10 @@ impl ClientBuilder {
         b
     }
 
+    /// Longer settings are cut to this: "a year" means "never" for every duration here, and
+    /// keeps the worker's clock arithmetic from overflowing on `Duration::MAX`.
+    pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
     /// What `score()` does when the queue is full. Default [`QueueFullPolicy::DropNew`].
     pub fn queue_full(mut self, policy: QueueFullPolicy) -> Self {
         self.queue_full = policy;
@@ -522,7 +531,7 @@ impl ClientBuilder {
             if d.is_zero() {
                 Err(invalid(setting, "must be longer than zero"))
             } else {
-                Ok(d)
+                Ok(d.min(MAX_DURATION))
             }
         };
         Ok(Config {
@@ -541,12 +550,15 @@ impl ClientBuilder {
             connect_timeout: nonzero("connect_timeout", self.connect_timeout)?,
             max_retries: self.max_retries,
             retry_initial_backoff: nonzero("retry_backoff", self.retry_initial_backoff)?,
-            retry_max_backoff: self.retry_max_backoff.max(self.retry_initial_backoff),
+            retry_max_backoff: self
+                .retry_max_backoff
+                .max(self.retry_initial_backoff)
+                .min(MAX_DURATION),
             retry_max_elapsed: self.retry_max_elapsed,
-            max_retry_after: self.max_retry_after,
-            shutdown_timeout: self.shutdown_timeout,
+            max_retry_after: self.max_retry_after.min(MAX_DURATION),
+            shutdown_timeout: self.shutdown_timeout.min(MAX_DURATION),
             queue_full: self.queue_full,
-            trace_score_delay: self.trace_score_delay,
+            trace_score_delay: self.trace_score_delay.min(MAX_DURATION),
         })
     }
 }
@@ -694,6 +706,30 @@ mod tests {
         pairs.push(("PANDAPROBE_BATCH_SIZE", "7"));
         let c = vars(&pairs).batch_size(9).into_config().unwrap();
         assert_eq!(c.batch_size, 9);
+    }
+
+    #[test]
+    fn endless_durations_are_cut_to_a_year() {
+        let c = vars(&BASE)
+            .flush_interval(Duration::MAX)
+            .request_timeout(Duration::MAX)
+            .retry_backoff(Duration::MAX, Duration::MAX)
+            .max_retry_after(Duration::MAX)
+            .shutdown_timeout(Duration::MAX)
+            .trace_score_delay(Duration::MAX)
+            .into_config()
+            .unwrap();
+        for d in [
+            c.flush_interval,
+            c.request_timeout,
+            c.retry_initial_backoff,
+            c.retry_max_backoff,
+            c.max_retry_after,
+            c.shutdown_timeout,
+            c.trace_score_delay,
+        ] {
+            assert_eq!(d, MAX_DURATION);
+        }
     }
 
     #[test]

@@ -1692,3 +1692,37 @@ fn stats_identity_holds_at_every_moment_under_load() {
     assert_eq!(stats.requests, total + failed);
     client.shutdown(LONG).expect("clean shutdown");
 }
+
+/// `Duration::MAX` means "never" for every duration setting; none of them may overflow the
+/// worker's clock arithmetic (a panic there would lose every record).
+#[test]
+fn endless_durations_do_not_break_the_worker() {
+    let server = start_server();
+    server.fail_next(2, Fault::Status(503));
+    let client = builder(&server)
+        .flush_interval(Duration::MAX)
+        .request_timeout(Duration::MAX)
+        .connect_timeout(Duration::MAX)
+        .shutdown_timeout(Duration::MAX)
+        .max_retry_after(Duration::MAX)
+        .retry_backoff(Duration::from_millis(1), Duration::MAX)
+        .retry_max_elapsed(Duration::MAX)
+        .build()
+        .expect("build the client");
+    let id = Uuid::new_v4();
+    for _ in 0..3 {
+        client
+            .score(Score::numeric(id, "endless", 0.5))
+            .expect("accepted");
+    }
+    client.flush(LONG).expect("flush delivers");
+    client
+        .flush(Duration::MAX)
+        .expect("a flush with no deadline");
+    let stats = client.stats();
+    assert_balanced(&stats);
+    assert_eq!(stats.scores.sent, 3, "{stats:?}");
+    assert_eq!(stats.scores.retried, 2, "{stats:?}");
+    assert_eq!(server.score_count(), 3);
+    drop(client); // shuts down with an endless timeout: returns once drained
+}
