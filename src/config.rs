@@ -464,10 +464,6 @@ impl ClientBuilder {
         b
     }
 
-    /// Longer settings are cut to this: "a year" means "never" for every duration here, and
-    /// keeps the worker's clock arithmetic from overflowing on `Duration::MAX`.
-    pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
-
     /// What `score()` does when the queue is full. Default [`QueueFullPolicy::DropNew`].
     pub fn queue_full(mut self, policy: QueueFullPolicy) -> Self {
         self.queue_full = policy;
