@@ -204,6 +204,7 @@ enum Event {
 /// Logs a repeated warning at most once per [`LOG_INTERVAL`], with how many it stood for.
 #[derive(Default)]
 struct LogLimiter {
+    /// When each kind of warning was last logged, and how many were held back since.
     last: HashMap<&'static str, (Instant, u64)>,
 }
 
@@ -211,14 +212,20 @@ impl LogLimiter {
     /// Returns how many earlier events the line should also account for, or `None` to stay
     /// quiet now.
     fn admit(&mut self, key: &'static str, now: Instant) -> Option<u64> {
-        let entry = self.last.entry(key).or_insert((now - LOG_INTERVAL, 0));
-        if now.duration_since(entry.0) >= LOG_INTERVAL {
-            let suppressed = entry.1;
-            *entry = (now, 0);
-            Some(suppressed)
-        } else {
-            entry.1 += 1;
-            None
+        match self.last.get_mut(key) {
+            Some((logged, held_back)) if now.duration_since(*logged) < LOG_INTERVAL => {
+                *held_back += 1;
+                None
+            }
+            Some(entry) => {
+                let held_back = entry.1;
+                *entry = (now, 0);
+                Some(held_back)
+            }
+            None => {
+                self.last.insert(key, (now, 0));
+                Some(0)
+            }
         }
     }
 }
