@@ -254,21 +254,25 @@ impl Inner {
         }
         let full = match self.records.try_send(record) {
             Ok(()) => None,
-            Err(TrySendError::Full(record)) => match shared.config.queue_full {
-                QueueFullPolicy::DropNew => Some(record),
-                QueueFullPolicy::Block(timeout) => {
-                    // Make room sooner: the worker may be asleep until its next tick.
-                    shared.wake_worker();
-                    match self.records.send_timeout(record, timeout) {
-                        Ok(()) => None,
-                        Err(SendTimeoutError::Timeout(record)) => Some(record),
-                        Err(SendTimeoutError::Disconnected(record)) => {
-                            self.count_dropped(&record, DropReason::Shutdown);
-                            return Err(ScoreError::ShutDown);
+            Err(TrySendError::Full(record)) => {
+                // A full queue must be drained now, not at the next tick: the batch-threshold
+                // wake-up below never fires while every send fails (nor when `batch_size`
+                // exceeds `max_queue_size`). Deduplicated like every wake-up.
+                shared.wake_worker();
+                match shared.config.queue_full {
+                    QueueFullPolicy::DropNew => Some(record),
+                    QueueFullPolicy::Block(timeout) => {
+                        match self.records.send_timeout(record, timeout) {
+                            Ok(()) => None,
+                            Err(SendTimeoutError::Timeout(record)) => Some(record),
+                            Err(SendTimeoutError::Disconnected(record)) => {
+                                self.count_dropped(&record, DropReason::Shutdown);
+                                return Err(ScoreError::ShutDown);
+                            }
                         }
                     }
                 }
-            },
+            }
             Err(TrySendError::Disconnected(record)) => {
                 self.count_dropped(&record, DropReason::Shutdown);
                 return Err(ScoreError::ShutDown);

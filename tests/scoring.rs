@@ -1726,3 +1726,33 @@ fn endless_durations_do_not_break_the_worker() {
     assert_eq!(server.score_count(), 3);
     drop(client); // shuts down with an endless timeout: returns once drained
 }
+
+/// A full queue wakes the worker at once, even when the batch threshold can never be reached
+/// (`batch_size` above `max_queue_size`) and the interval timer is far away.
+#[test]
+fn a_full_queue_wakes_the_worker_without_waiting_for_the_interval() {
+    let server = start_server();
+    let client = builder(&server)
+        .max_queue_size(10)
+        .batch_size(1_000)
+        .flush_interval(Duration::from_secs(60))
+        .build()
+        .expect("build the client");
+    let id = Uuid::new_v4();
+    let mut full = 0;
+    for _ in 0..11 {
+        if client.score(Score::numeric(id, "full", 0.5)) == Err(ScoreError::QueueFull) {
+            full += 1;
+        }
+    }
+    assert_eq!(full, 1, "the eleventh score finds the queue full");
+    // No flush: only the wake-up on the full queue can start delivery before the 60 s tick.
+    assert!(
+        server.wait_for_scores(10, Duration::from_secs(5)),
+        "the worker slept on a full queue: {} stored",
+        server.score_count()
+    );
+    let stats = client.stats();
+    assert_balanced(&stats);
+    assert_eq!(stats.scores.dropped.queue_full, 1, "{stats:?}");
+}
