@@ -6,6 +6,7 @@ use std::borrow::Cow;
 use serde::Serialize;
 use uuid::Uuid;
 
+use crate::error::ScoreError;
 use crate::score::Score;
 use crate::trace::{SpanData, TraceData};
 
@@ -31,15 +32,38 @@ struct ScoreBody<'a> {
 pub(crate) fn score_body(trace_id: Uuid, score: &Score) -> Vec<u8> {
     let body = ScoreBody {
         trace_id: trace_id.hyphenated(),
-        name: &score.name,
+        name: score.name(),
         value: score.wire_value(),
-        data_type: score.data_type.as_str(),
+        data_type: score.kind().as_str(),
         source: "PROGRAMMATIC",
-        reason: score.reason_str(),
-        metadata: score.metadata_value(),
+        reason: score.reason_text(),
+        metadata: score.metadata_json(),
     };
     // Serializing strings, a UUID and a JSON value into memory cannot fail.
     serde_json::to_vec(&body).unwrap_or_default()
+}
+
+impl Score {
+    /// The exact JSON body this score is sent as (`POST /evaluations/trace-scores`), after the
+    /// same validation as [`Client::score`](crate::Client::score). For logs and tests; the
+    /// client builds it in its worker, not on the caller's thread.
+    ///
+    /// ```
+    /// let score = pandaprobe::Score::categorical(pandaprobe::Uuid::nil(), "verdict", "PASS");
+    /// assert_eq!(
+    ///     String::from_utf8(score.to_body()?)?,
+    ///     r#"{"trace_id":"00000000-0000-0000-0000-000000000000","name":"verdict","value":"PASS","data_type":"CATEGORICAL","source":"PROGRAMMATIC"}"#
+    /// );
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// The score breaks one of the server's rules (see [`ScoreError`]).
+    pub fn to_body(&self) -> Result<Vec<u8>, ScoreError> {
+        let trace_id = self.validate()?;
+        Ok(score_body(trace_id, self))
+    }
 }
 
 #[derive(Serialize)]
@@ -101,8 +125,13 @@ struct SpanBody<'a> {
     cost: Option<&'a serde_json::Value>,
 }
 
-/// The body of `POST /traces`: the trace with its spans, cut to the server's limits.
-pub(crate) fn trace_body(trace: &TraceData) -> Vec<u8> {
+/// The body of `POST /traces`: the trace with its spans, cut to the server's limits, with the
+/// client's environment and release.
+pub(crate) fn trace_body(
+    trace: &TraceData,
+    environment: Option<&str>,
+    release: Option<&str>,
+) -> Vec<u8> {
     let body = TraceBody {
         trace_id: trace.trace_id.hyphenated(),
         name: name(&trace.name),
@@ -114,8 +143,8 @@ pub(crate) fn trace_body(trace: &TraceData) -> Vec<u8> {
         metadata: trace.metadata.as_ref(),
         session_id: trace.session_id.as_deref().map(id),
         user_id: trace.user_id.as_deref().map(id),
-        environment: trace.environment.as_deref().map(id),
-        release: trace.release.as_deref().map(id),
+        environment: environment.map(id),
+        release: release.map(id),
         tags: &trace.tags,
         spans: trace.spans.iter().map(span_body).collect(),
     };
@@ -207,7 +236,7 @@ mod tests {
         let b = body(Score::boolean(ID, "ok", true));
         assert!(b.contains(r#""value":"true","data_type":"BOOLEAN""#), "{b}");
         let b = body(Score::new(ID, "ok", "TRUE").data_type(ScoreDataType::Boolean));
-        assert!(b.contains(r#""value":"true""#), "{b}");
+        assert!(b.contains(r#""value":"TRUE""#), "sent as given: {b}");
         let b = body(Score::numeric(ID, "n", 0.5));
         assert!(b.contains(r#""value":"0.5","data_type":"NUMERIC""#), "{b}");
         let b = body(Score::new(ID.to_uppercase(), "n", "1"));

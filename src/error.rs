@@ -38,24 +38,19 @@ pub enum ScoreError {
     /// The trace id is not a UUID.
     #[error("trace id {0:?} is not a UUID (expected e.g. 29c160fc-44bc-41ad-8bec-fa678ddb1f9a)")]
     InvalidTraceId(String),
-    /// The score name is empty.
-    #[error("score name must not be empty")]
-    EmptyName,
     /// The score name is longer than the server stores.
     #[error("score name is {0} characters long; the server stores at most 255")]
     NameTooLong(usize),
     /// The value is longer than the server stores.
     #[error("score value is {0} characters long; the server stores at most 255")]
     ValueTooLong(usize),
-    /// A NUMERIC value that is not a finite number in `[0, 1]`.
-    #[error("NUMERIC score value {0:?} must be a finite number between 0 and 1")]
+    /// A NUMERIC value that is not a number in `[0, 1]` as the server reads it (Python's
+    /// `float()`: surrounding whitespace, `_` between digits and digits of any script are fine).
+    #[error("NUMERIC score value {0:?} must be a number between 0 and 1")]
     InvalidNumeric(String),
     /// A BOOLEAN value other than `true` or `false` (any case).
     #[error("BOOLEAN score value {0:?} must be true or false")]
     InvalidBoolean(String),
-    /// A CATEGORICAL value that is empty.
-    #[error("CATEGORICAL score value must not be empty")]
-    EmptyCategorical,
     /// Metadata that is not a JSON object (the server rejects arrays, scalars and null).
     #[error("score metadata must be a JSON object, got {0}")]
     MetadataNotObject(&'static str),
@@ -71,10 +66,14 @@ pub enum ScoreError {
     /// The client was shut down; the score was dropped and counted.
     #[error("the pandaprobe client is shut down; the score was dropped")]
     ShutDown,
+    /// The client's worker thread died of a panic; nothing more can be delivered, and the score
+    /// was dropped and counted.
+    #[error("the pandaprobe worker has died; the score was dropped (see the ERROR log)")]
+    WorkerDied,
 }
 
 /// Why [`Client::flush`](crate::Client::flush) or [`Client::shutdown`](crate::Client::shutdown)
-/// did not see every record through.
+/// did not see every record it waited for delivered.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FlushError {
@@ -87,7 +86,21 @@ pub enum FlushError {
         /// The timeout that passed.
         timeout: Duration,
     },
+    /// Every record the call waited for reached its outcome, but some were dropped (rejected,
+    /// retries exhausted, quota, …): the drop hook, the log and [`Stats`](crate::Stats) say
+    /// which and why.
+    #[error("{dropped} record(s) were dropped ({reason}, among others if more than one); see the pandaprobe log")]
+    Dropped {
+        /// Records the call waited for that were dropped.
+        dropped: u64,
+        /// Why the first of them was dropped.
+        reason: crate::DropReason,
+    },
     /// The client was shut down before this call; nothing more can be delivered.
     #[error("the pandaprobe client is shut down")]
     ShutDown,
+    /// The worker thread died of a panic; what it held was dropped and counted as
+    /// `worker_failed`.
+    #[error("the pandaprobe worker has died; undelivered records were dropped (see the ERROR log)")]
+    WorkerDied,
 }

@@ -2,7 +2,7 @@
 //! `main`, keep the guard, and score from anywhere.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{RwLock, RwLockReadGuard};
+use std::sync::RwLock;
 use std::time::Duration;
 
 use crate::client::Client;
@@ -13,10 +13,21 @@ use crate::trace::{Trace, TraceBuilder};
 static GLOBAL: RwLock<Option<Client>> = RwLock::new(None);
 static WARNED_UNSET: AtomicBool = AtomicBool::new(false);
 
-fn read() -> RwLockReadGuard<'static, Option<Client>> {
-    GLOBAL
+/// The global client, cloned out so that no lock is held while it works; with none, warns
+/// once that `what` records nothing.
+fn current(what: &str) -> Option<Client> {
+    let client = GLOBAL
         .read()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone();
+    if client.is_none() && !WARNED_UNSET.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            target: "pandaprobe",
+            "pandaprobe::{what} called before pandaprobe::init: nothing is recorded or sent \
+             (warned once)"
+        );
+    }
+    client
 }
 
 /// Makes `client` the global client and returns a guard that shuts it down when dropped,
@@ -24,6 +35,16 @@ fn read() -> RwLockReadGuard<'static, Option<Client>> {
 /// at process exit, so keep the guard alive in `main`: `let _guard = pandaprobe::init(client);`
 ///
 /// A client set earlier is replaced (and shut down once its last handle is gone).
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let _guard = pandaprobe::init(pandaprobe::Client::builder().enabled(false).build()?);
+/// let trace = pandaprobe::start_trace("my-agent");
+/// pandaprobe::score(pandaprobe::Score::numeric(trace.trace_id(), "relevance", 0.9))?;
+/// trace.end();
+/// pandaprobe::flush(std::time::Duration::from_secs(5))?;
+/// # Ok(()) }
+/// ```
 #[must_use = "dropping the guard shuts the global client down at once"]
 pub fn init(client: Client) -> ClientGuard {
     let previous = GLOBAL
@@ -36,11 +57,15 @@ pub fn init(client: Client) -> ClientGuard {
 
 /// The global client, if [`init`] has set one.
 pub fn client() -> Option<Client> {
-    read().clone()
+    GLOBAL
+        .read()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .clone()
 }
 
 /// Shuts the global client down when dropped; see [`init`].
 #[derive(Debug)]
+#[must_use = "dropping the guard shuts the global client down at once"]
 pub struct ClientGuard {
     client: Client,
 }
@@ -67,46 +92,73 @@ impl Drop for ClientGuard {
     }
 }
 
-/// [`Client::score`] on the global client. With no global client this is a no-op that warns
-/// once.
+/// [`Client::score`] on the global client. With none, a no-op that warns once.
+///
+/// # Errors
+///
+/// As [`Client::score`].
 pub fn score(score: Score) -> Result<(), ScoreError> {
-    match &*read() {
+    match current("score") {
         Some(client) => client.score(score),
-        None => {
-            if !WARNED_UNSET.swap(true, Ordering::Relaxed) {
-                tracing::warn!(
-                    target: "pandaprobe",
-                    "pandaprobe::score called before pandaprobe::init: scores are discarded"
-                );
-            }
-            Ok(())
-        }
+        None => Ok(()),
     }
 }
 
-/// [`Client::flush`] on the global client; `Ok` with none.
+/// [`Client::flush`] on the global client; `Ok` (and a warning, once) with none.
+///
+/// # Errors
+///
+/// As [`Client::flush`].
 pub fn flush(timeout: Duration) -> Result<(), FlushError> {
-    match client() {
+    match current("flush") {
         Some(client) => client.flush(timeout),
         None => Ok(()),
     }
 }
 
-/// [`Client::shutdown`] on the global client; `Ok` with none.
+/// [`Client::flush_async`] on the global client; `Ok` (and a warning, once) with none.
+///
+/// # Errors
+///
+/// As [`Client::flush`].
+pub async fn flush_async(timeout: Duration) -> Result<(), FlushError> {
+    match current("flush_async") {
+        Some(client) => client.flush_async(timeout).await,
+        None => Ok(()),
+    }
+}
+
+/// [`Client::shutdown`] on the global client; `Ok` (and a warning, once) with none.
+///
+/// # Errors
+///
+/// As [`Client::shutdown`].
 pub fn shutdown(timeout: Duration) -> Result<(), FlushError> {
-    match client() {
+    match current("shutdown") {
         Some(client) => client.shutdown(timeout),
         None => Ok(()),
     }
 }
 
-/// [`Client::start_trace`] on the global client; with none, a trace that records nothing
-/// (its id is still a fresh UUID).
+/// [`Client::shutdown_async`] on the global client; `Ok` (and a warning, once) with none.
+///
+/// # Errors
+///
+/// As [`Client::shutdown`].
+pub async fn shutdown_async(timeout: Duration) -> Result<(), FlushError> {
+    match current("shutdown_async") {
+        Some(client) => client.shutdown_async(timeout).await,
+        None => Ok(()),
+    }
+}
+
+/// [`Client::start_trace`] on the global client; with none, a trace that records nothing (its
+/// id is still a fresh UUID) and a warning, once.
 pub fn start_trace(name: impl Into<String>) -> Trace {
     trace(name).start()
 }
 
-/// [`Client::trace`] on the global client.
+/// [`Client::trace`] on the global client; see [`start_trace`].
 pub fn trace(name: impl Into<String>) -> TraceBuilder {
-    client().unwrap_or_else(Client::disabled).trace(name)
+    current("trace").unwrap_or_else(Client::disabled).trace(name)
 }

@@ -63,20 +63,17 @@
 mod body;
 mod client;
 mod config;
+mod drop_event;
 mod error;
-mod flush_barrier;
 mod global;
-mod lane;
+mod producer;
+mod python_float;
 mod record;
-mod retry;
 mod score;
 mod stats;
+mod text;
 mod trace;
-mod transport;
 mod worker;
-
-#[cfg(feature = "testing")]
-pub mod testing;
 
 pub use client::Client;
 pub use config::{
@@ -84,12 +81,17 @@ pub use config::{
     DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_MAX_RETRIES,
     DEFAULT_MAX_RETRY_AFTER, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_INITIAL_BACKOFF,
     DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_RETRY_MAX_ELAPSED, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_TRACE_SCORE_DELAY,
 };
+pub use drop_event::{DropEvent, DropReason, RecordKind};
 pub use error::{ConfigError, FlushError, ScoreError};
-pub use global::{client, flush, init, score, shutdown, start_trace, trace, ClientGuard};
-pub use score::{IntoTraceId, Score, ScoreDataType};
+pub use global::{
+    client, flush, flush_async, init, score, shutdown, shutdown_async, start_trace, trace,
+    ClientGuard,
+};
+pub use score::{IntoTraceId, ParseScoreDataTypeError, Score, ScoreDataType};
 pub use stats::{Dropped, RecordStats, Stats};
+pub use text::Text;
 pub use trace::{
     Span, SpanKind, SpanStatus, Trace, TraceBuilder, TraceStatus, MAX_SPANS_PER_TRACE,
 };
+pub use uuid::Uuid;

@@ -1,26 +1,41 @@
-//! The score record and its validation: everything the server would reject is refused here,
-//! at the caller's `score()`, before anything is queued.
+//! The score record and its validation: exactly what the server refuses (or fails on) is
+//! refused here, at the caller's `score()`, before anything is queued; everything it stores is
+//! accepted and sent as given.
 
-use std::borrow::Cow;
 use std::fmt;
+use std::str::FromStr;
 
 use uuid::Uuid;
 
 use crate::error::ScoreError;
+use crate::python_float;
+use crate::text::Text;
 
 /// Longest name or value the server stores (a 255-character column; longer gives a 500).
-pub(crate) const MAX_FIELD_CHARS: usize = 255;
+const MAX_FIELD_CHARS: usize = 255;
 
 /// How the server interprets a score's value.
+///
+/// Parses from its wire name in any case, as the Python SDK's strings:
+///
+/// ```
+/// use pandaprobe::ScoreDataType;
+///
+/// let t: ScoreDataType = "boolean".parse()?;
+/// assert_eq!(t, ScoreDataType::Boolean);
+/// assert_eq!(t.to_string(), "BOOLEAN");
+/// assert!("percent".parse::<ScoreDataType>().is_err());
+/// # Ok::<(), pandaprobe::ParseScoreDataTypeError>(())
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum ScoreDataType {
     /// A number in `[0, 1]`, sent as a string. The default.
     #[default]
     Numeric,
-    /// `true` or `false`.
+    /// `true` or `false`, any case.
     Boolean,
-    /// Any non-empty label, such as `"positive"` or `"PASS"`.
+    /// Any label, such as `"positive"` or `"PASS"`.
     Categorical,
 }
 
@@ -38,6 +53,26 @@ impl ScoreDataType {
 impl fmt::Display for ScoreDataType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// The error of parsing a [`ScoreDataType`] from a string that names none.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a score data type (expected NUMERIC, BOOLEAN or CATEGORICAL, any case)")]
+pub struct ParseScoreDataTypeError(String);
+
+impl FromStr for ScoreDataType {
+    type Err = ParseScoreDataTypeError;
+
+    fn from_str(s: &str) -> Result<ScoreDataType, ParseScoreDataTypeError> {
+        [
+            ScoreDataType::Numeric,
+            ScoreDataType::Boolean,
+            ScoreDataType::Categorical,
+        ]
+        .into_iter()
+        .find(|t| s.eq_ignore_ascii_case(t.as_str()))
+        .ok_or_else(|| ParseScoreDataTypeError(s.to_owned()))
     }
 }
 
@@ -98,16 +133,16 @@ impl IntoTraceId for &String {
 /// caller's hot path.
 #[derive(Clone, PartialEq)]
 pub(crate) enum ScoreValue {
-    Text(Cow<'static, str>),
+    Text(Text),
     Number(f64),
     Bool(bool),
 }
 
 /// The optional parts of a score, boxed so that a plain score stays small in the queue.
 #[derive(Clone, PartialEq, Default)]
-pub(crate) struct Extras {
-    pub(crate) reason: Option<Cow<'static, str>>,
-    pub(crate) metadata: Option<serde_json::Value>,
+struct Extras {
+    reason: Option<Text>,
+    metadata: Option<serde_json::Value>,
 }
 
 /// One score for one trace: user feedback, a quality metric, a pass/fail check.
@@ -117,7 +152,8 @@ pub(crate) struct Extras {
 /// [`Score::categorical`], then hand it to [`Client::score`](crate::Client::score), which
 /// validates it against the server's rules.
 ///
-/// Names and values take `&'static str` without allocating, or an owned `String`.
+/// Names, values and reasons take any string (see [`Text`]): borrowed `&str` from anywhere,
+/// or an owned `String`; up to 24 bytes are copied without an allocation.
 ///
 /// ```
 /// use pandaprobe::{Score, ScoreDataType};
@@ -132,20 +168,20 @@ pub(crate) struct Extras {
 /// ```
 #[derive(Clone, PartialEq)]
 pub struct Score {
-    pub(crate) trace_id: TraceIdInput,
-    pub(crate) name: Cow<'static, str>,
-    pub(crate) value: ScoreValue,
-    pub(crate) data_type: ScoreDataType,
-    pub(crate) extras: Option<Box<Extras>>,
+    trace_id: TraceIdInput,
+    name: Text,
+    value: ScoreValue,
+    data_type: ScoreDataType,
+    extras: Option<Box<Extras>>,
 }
 
 impl Score {
-    /// A score whose value is given as text, as the server stores it. NUMERIC unless
+    /// A score whose value is given as text, sent exactly as given. NUMERIC unless
     /// [`Score::data_type`] sets another type.
     pub fn new(
         trace_id: impl IntoTraceId,
-        name: impl Into<Cow<'static, str>>,
-        value: impl Into<Cow<'static, str>>,
+        name: impl Into<Text>,
+        value: impl Into<Text>,
     ) -> Score {
         Score::with_value(
             trace_id,
@@ -156,11 +192,7 @@ impl Score {
     }
 
     /// A NUMERIC score; the server accepts values in `[0, 1]`.
-    pub fn numeric(
-        trace_id: impl IntoTraceId,
-        name: impl Into<Cow<'static, str>>,
-        value: f64,
-    ) -> Score {
+    pub fn numeric(trace_id: impl IntoTraceId, name: impl Into<Text>, value: f64) -> Score {
         Score::with_value(
             trace_id,
             name,
@@ -170,11 +202,7 @@ impl Score {
     }
 
     /// A BOOLEAN score.
-    pub fn boolean(
-        trace_id: impl IntoTraceId,
-        name: impl Into<Cow<'static, str>>,
-        value: bool,
-    ) -> Score {
+    pub fn boolean(trace_id: impl IntoTraceId, name: impl Into<Text>, value: bool) -> Score {
         Score::with_value(
             trace_id,
             name,
@@ -183,11 +211,11 @@ impl Score {
         )
     }
 
-    /// A CATEGORICAL score: any non-empty label.
+    /// A CATEGORICAL score: any label.
     pub fn categorical(
         trace_id: impl IntoTraceId,
-        name: impl Into<Cow<'static, str>>,
-        value: impl Into<Cow<'static, str>>,
+        name: impl Into<Text>,
+        value: impl Into<Text>,
     ) -> Score {
         Score::with_value(
             trace_id,
@@ -199,7 +227,7 @@ impl Score {
 
     fn with_value(
         trace_id: impl IntoTraceId,
-        name: impl Into<Cow<'static, str>>,
+        name: impl Into<Text>,
         value: ScoreValue,
         data_type: ScoreDataType,
     ) -> Score {
@@ -213,18 +241,21 @@ impl Score {
     }
 
     /// Sets how the server interprets the value (default NUMERIC).
+    #[must_use]
     pub fn data_type(mut self, data_type: ScoreDataType) -> Score {
         self.data_type = data_type;
         self
     }
 
     /// Adds a human-readable reason, sent as `reason`.
-    pub fn reason(mut self, reason: impl Into<Cow<'static, str>>) -> Score {
+    #[must_use]
+    pub fn reason(mut self, reason: impl Into<Text>) -> Score {
         self.extras.get_or_insert_with(Default::default).reason = Some(reason.into());
         self
     }
 
     /// Adds metadata; it must be a JSON object (checked by `score()`).
+    #[must_use]
     pub fn metadata(mut self, metadata: serde_json::Value) -> Score {
         self.extras.get_or_insert_with(Default::default).metadata = Some(metadata);
         self
@@ -243,41 +274,49 @@ impl Score {
         &self.name
     }
 
-    /// The exact JSON body this score is sent as (`POST /evaluations/trace-scores`), after the
-    /// same validation as [`Client::score`](crate::Client::score). For logs and tests; the
-    /// client builds it in its worker, not on the caller's thread.
-    pub fn to_body(&self) -> Result<Vec<u8>, ScoreError> {
-        let trace_id = self.validate()?;
-        Ok(crate::body::score_body(trace_id, self))
+    pub(crate) fn kind(&self) -> ScoreDataType {
+        self.data_type
+    }
+
+    pub(crate) fn reason_text(&self) -> Option<&str> {
+        self.extras.as_ref()?.reason.as_deref()
+    }
+
+    pub(crate) fn metadata_json(&self) -> Option<&serde_json::Value> {
+        self.extras.as_ref()?.metadata.as_ref()
     }
 
     pub(crate) fn set_trace_id(&mut self, id: Uuid) {
         self.trace_id = TraceIdInput::Valid(id);
     }
 
-    pub(crate) fn reason_str(&self) -> Option<&str> {
-        self.extras.as_ref()?.reason.as_deref()
-    }
-
-    pub(crate) fn metadata_value(&self) -> Option<&serde_json::Value> {
-        self.extras.as_ref()?.metadata.as_ref()
+    /// Takes the name out, leaving an empty one: the worker keeps it for drop reports after the
+    /// body is built.
+    pub(crate) fn take_name(&mut self) -> Text {
+        std::mem::take(&mut self.name)
     }
 
     /// Checks every rule the server enforces, so that a score that passes is never answered
-    /// with a 422 or a 500 for its content.
+    /// with a 422 or a 500 for its content; returns the trace id.
+    ///
+    /// The server's rules (backend 0.5.0): a UUID trace id; name and value at most 255
+    /// characters (longer is a database error, 500); NUMERIC as Python's `float()` reads it,
+    /// in `[0, 1]`; BOOLEAN `true`/`false` in any case, nothing around it; CATEGORICAL and the
+    /// name anything, empty included; metadata a JSON object; no NUL character anywhere (the
+    /// database refuses it, 500).
     pub(crate) fn validate(&self) -> Result<Uuid, ScoreError> {
         let trace_id = match &self.trace_id {
             TraceIdInput::Valid(id) => *id,
             TraceIdInput::Invalid(raw) => return Err(ScoreError::InvalidTraceId(raw.to_string())),
         };
-        if self.name.is_empty() {
-            return Err(ScoreError::EmptyName);
-        }
         check_length(&self.name, ScoreError::NameTooLong)?;
+        if self.name.contains('\0') {
+            return Err(ScoreError::NulCharacter("name"));
+        }
         match (&self.value, self.data_type) {
             (ScoreValue::Text(text), data_type) => validate_text(text, data_type)?,
             (ScoreValue::Number(n), ScoreDataType::Numeric) => {
-                if !is_unit_interval(*n) {
+                if !(0.0..=1.0).contains(n) {
                     return Err(ScoreError::InvalidNumeric(n.to_string()));
                 }
             }
@@ -287,14 +326,6 @@ impl Score {
                 return Err(ScoreError::InvalidNumeric(b.to_string()))
             }
             (ScoreValue::Bool(_), _) => {}
-        }
-        if self.name.contains('\0') {
-            return Err(ScoreError::NulCharacter("name"));
-        }
-        if let ScoreValue::Text(text) = &self.value {
-            if text.contains('\0') {
-                return Err(ScoreError::NulCharacter("value"));
-            }
         }
         if let Some(extras) = &self.extras {
             if extras.reason.as_ref().is_some_and(|r| r.contains('\0')) {
@@ -312,15 +343,12 @@ impl Score {
         Ok(trace_id)
     }
 
-    /// The value as the server wants it: always a string, booleans in lower case.
-    pub(crate) fn wire_value(&self) -> Cow<'_, str> {
+    /// The value as the server receives it: always a string, text exactly as given.
+    pub(crate) fn wire_value(&self) -> std::borrow::Cow<'_, str> {
         match &self.value {
-            ScoreValue::Text(text) if self.data_type == ScoreDataType::Boolean => {
-                Cow::Owned(text.to_ascii_lowercase())
-            }
-            ScoreValue::Text(text) => Cow::Borrowed(text),
-            ScoreValue::Number(n) => Cow::Owned(render_number(*n)),
-            ScoreValue::Bool(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+            ScoreValue::Text(text) => text.as_str().into(),
+            ScoreValue::Number(n) => render_number(*n).into(),
+            ScoreValue::Bool(b) => (if *b { "true" } else { "false" }).into(),
         }
     }
 }
@@ -336,17 +364,20 @@ impl fmt::Debug for Score {
             .field("name", &self.name)
             .field("value", &self.wire_value())
             .field("data_type", &self.data_type)
-            .field("reason", &self.reason_str())
-            .field("metadata", &self.metadata_value())
+            .field("reason", &self.reason_text())
+            .field("metadata", &self.metadata_json())
             .finish()
     }
 }
 
 fn validate_text(text: &str, data_type: ScoreDataType) -> Result<(), ScoreError> {
     check_length(text, ScoreError::ValueTooLong)?;
+    if text.contains('\0') {
+        return Err(ScoreError::NulCharacter("value"));
+    }
     match data_type {
-        ScoreDataType::Numeric => match text.parse::<f64>() {
-            Ok(n) if is_unit_interval(n) => Ok(()),
+        ScoreDataType::Numeric => match python_float::parse(text) {
+            Some(n) if (0.0..=1.0).contains(&n) => Ok(()),
             _ => Err(ScoreError::InvalidNumeric(text.to_owned())),
         },
         ScoreDataType::Boolean => {
@@ -356,7 +387,6 @@ fn validate_text(text: &str, data_type: ScoreDataType) -> Result<(), ScoreError>
                 Err(ScoreError::InvalidBoolean(text.to_owned()))
             }
         }
-        ScoreDataType::Categorical if text.is_empty() => Err(ScoreError::EmptyCategorical),
         ScoreDataType::Categorical => Ok(()),
     }
 }
@@ -370,10 +400,6 @@ fn render_number(n: f64) -> String {
     } else {
         format!("{n:e}")
     }
-}
-
-fn is_unit_interval(n: f64) -> bool {
-    (0.0..=1.0).contains(&n)
 }
 
 /// The server counts characters, not bytes; the byte length bounds the count, so the common
@@ -421,25 +447,53 @@ mod tests {
     }
 
     #[test]
-    fn accepts_valid_scores_of_each_type() {
-        assert!(check(Score::new(ID, "a", "0.85")).is_ok());
-        assert!(check(Score::new(ID, "a", "1")).is_ok());
-        assert!(check(Score::new(ID, "a", "TRUE").data_type(ScoreDataType::Boolean)).is_ok());
-        assert!(check(Score::numeric(ID, "a", 0.0)).is_ok());
-        assert!(check(Score::boolean(ID, "a", false)).is_ok());
-        assert!(check(Score::categorical(ID, "a", "PASS").metadata(json!({"k": 1}))).is_ok());
-        assert!(check(Score::new(Uuid::nil(), "a", "0.5").reason("r")).is_ok());
+    fn accepts_what_the_server_stores() {
+        let boolean = |v: &str| Score::new(ID, "a", v).data_type(ScoreDataType::Boolean);
+        let ok = [
+            Score::new(ID, "a", "0.85"),
+            Score::new(ID, "a", "1"),
+            Score::new(ID, "a", " 0.5"),
+            Score::new(ID, "a", "0.2_5"),
+            Score::new(ID, "a", "٠.٥"),
+            Score::new(ID, "a", "-0"),
+            Score::new(ID, "", "0.5"),
+            boolean("TRUE"),
+            boolean("fAlSe"),
+            Score::numeric(ID, "a", 0.0),
+            Score::numeric(ID, "a", -0.0),
+            Score::boolean(ID, "a", false),
+            Score::categorical(ID, "a", ""),
+            Score::categorical(ID, "a", "PASS").metadata(json!({"k": 1})),
+            Score::new(Uuid::nil(), "a", "0.5").reason(""),
+        ];
+        for score in ok {
+            let debug = format!("{score:?}");
+            assert!(check(score).is_ok(), "{debug}");
+        }
     }
 
     #[test]
-    fn rejects_what_the_server_rejects() {
+    fn sends_text_values_exactly_as_given() {
+        for (score, wire) in [
+            (Score::new(ID, "a", " 0.5"), " 0.5"),
+            (Score::new(ID, "a", "TRUE").data_type(ScoreDataType::Boolean), "TRUE"),
+            (Score::numeric(ID, "a", 0.85), "0.85"),
+            (Score::numeric(ID, "a", 1e-300), "1e-300"),
+            (Score::numeric(ID, "a", 1.0), "1"),
+            (Score::boolean(ID, "a", true), "true"),
+        ] {
+            assert_eq!(score.wire_value(), wire);
+        }
+    }
+
+    #[test]
+    fn refuses_what_the_server_refuses_or_fails_on() {
         let long = "x".repeat(256);
         let cases = [
             (
                 Score::new("nope", "a", "0.5"),
                 ScoreError::InvalidTraceId("nope".into()),
             ),
-            (Score::new(ID, "", "0.5"), ScoreError::EmptyName),
             (
                 Score::new(ID, long.clone(), "0.5"),
                 ScoreError::NameTooLong(256),
@@ -457,8 +511,8 @@ mod tests {
                 ScoreError::InvalidNumeric("nan".into()),
             ),
             (
-                Score::new(ID, "a", "abc"),
-                ScoreError::InvalidNumeric("abc".into()),
+                Score::new(ID, "a", "0__5"),
+                ScoreError::InvalidNumeric("0__5".into()),
             ),
             (
                 Score::numeric(ID, "a", f64::INFINITY),
@@ -473,8 +527,8 @@ mod tests {
                 ScoreError::InvalidBoolean("yes".into()),
             ),
             (
-                Score::categorical(ID, "a", ""),
-                ScoreError::EmptyCategorical,
+                Score::new(ID, "a", " true").data_type(ScoreDataType::Boolean),
+                ScoreError::InvalidBoolean(" true".into()),
             ),
             (
                 Score::categorical(ID, "a", "x").metadata(json!([1])),
@@ -500,6 +554,10 @@ mod tests {
                 Score::categorical(ID, "a", "x").metadata(json!({"k": ["\0"]})),
                 ScoreError::NulCharacter("metadata"),
             ),
+            (
+                Score::categorical(ID, "a", "x").metadata(json!({"k\0": 1})),
+                ScoreError::NulCharacter("metadata"),
+            ),
         ];
         for (score, expected) in cases {
             assert_eq!(check(score), Err(expected));
@@ -508,17 +566,20 @@ mod tests {
 
     #[test]
     fn lengths_count_characters_not_bytes() {
-        let name = "é".repeat(255);
-        assert!(check(Score::new(ID, name, "0.5")).is_ok());
+        assert!(check(Score::new(ID, "é".repeat(255), "0.5")).is_ok());
     }
 
     #[test]
-    fn wire_values() {
-        assert_eq!(Score::numeric(ID, "a", 0.85).wire_value(), "0.85");
-        assert_eq!(Score::numeric(ID, "a", 1e-300).wire_value(), "1e-300");
-        assert_eq!(Score::numeric(ID, "a", 1.0).wire_value(), "1");
-        assert_eq!(Score::boolean(ID, "a", true).wire_value(), "true");
-        let relabelled = Score::new(ID, "a", "False").data_type(ScoreDataType::Boolean);
-        assert_eq!(relabelled.wire_value(), "false");
+    fn data_types_parse_in_any_case() {
+        for (text, t) in [
+            ("NUMERIC", ScoreDataType::Numeric),
+            ("boolean", ScoreDataType::Boolean),
+            ("Categorical", ScoreDataType::Categorical),
+        ] {
+            assert_eq!(text.parse::<ScoreDataType>(), Ok(t));
+            assert_eq!(t.to_string().parse::<ScoreDataType>(), Ok(t));
+        }
+        let err = "bool".parse::<ScoreDataType>().unwrap_err();
+        assert!(err.to_string().contains("\"bool\""), "{err}");
     }
 }

@@ -2,36 +2,12 @@
 //! `sent` or a `dropped` reason; `pending` is derived, so `accepted == sent + dropped + pending`
 //! holds in every snapshot.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::fmt;
+use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 
 use crossbeam_utils::CachePadded;
 
-/// The two kinds of record, counted apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Score,
-    Trace,
-}
-
-/// Why a record was dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum DropReason {
-    QueueFull,
-    Rejected,
-    RetriesExhausted,
-    Shutdown,
-}
-
-impl DropReason {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            DropReason::QueueFull => "queue full",
-            DropReason::Rejected => "rejected by the server",
-            DropReason::RetriesExhausted => "retries exhausted",
-            DropReason::Shutdown => "shutdown",
-        }
-    }
-}
+use crate::drop_event::{DropReason, RecordKind};
 
 #[derive(Default)]
 struct KindCounters {
@@ -43,8 +19,30 @@ struct KindCounters {
     queue_full: AtomicU64,
     rejected: AtomicU64,
     retries_exhausted: AtomicU64,
+    quota_exceeded: AtomicU64,
     shutdown: AtomicU64,
+    shutdown_in_flight: AtomicU64,
+    worker_failed: AtomicU64,
 }
+
+impl KindCounters {
+    fn dropped(&self, reason: DropReason) -> &AtomicU64 {
+        match reason {
+            DropReason::QueueFull => &self.queue_full,
+            DropReason::Rejected => &self.rejected,
+            DropReason::RetriesExhausted => &self.retries_exhausted,
+            DropReason::QuotaExceeded => &self.quota_exceeded,
+            DropReason::Shutdown => &self.shutdown,
+            DropReason::ShutdownInFlight => &self.shutdown_in_flight,
+            DropReason::WorkerFailed => &self.worker_failed,
+        }
+    }
+}
+
+/// Whether the worker still runs; once it has stopped, nothing pending can be delivered.
+const RUNNING: u8 = 0;
+const STOPPED: u8 = 1;
+const DIED: u8 = 2;
 
 /// Live counters shared by the client handles and the worker.
 #[derive(Default)]
@@ -53,33 +51,38 @@ pub(crate) struct Counters {
     traces: KindCounters,
     requests: AtomicU64,
     spans_dropped: AtomicU64,
-    /// Set when the worker has stopped: whatever is still pending can no longer be delivered.
-    worker_stopped: AtomicBool,
+    nul_replaced: AtomicU64,
+    hook_panics: AtomicU64,
+    worker: AtomicU8,
 }
 
 impl Counters {
-    fn kind(&self, kind: Kind) -> &KindCounters {
+    fn kind(&self, kind: RecordKind) -> &KindCounters {
         match kind {
-            Kind::Score => &self.scores,
-            Kind::Trace => &self.traces,
+            RecordKind::Score => &self.scores,
+            RecordKind::Trace => &self.traces,
         }
     }
 
     /// Counts `n` accepted records; returns how many had been accepted before.
-    pub(crate) fn accepted(&self, kind: Kind, n: u64) -> u64 {
+    pub(crate) fn accepted(&self, kind: RecordKind, n: u64) -> u64 {
         self.kind(kind).accepted.fetch_add(n, Ordering::Release)
     }
 
-    pub(crate) fn sent(&self, kind: Kind) {
+    pub(crate) fn sent(&self, kind: RecordKind) {
         self.kind(kind).sent.fetch_add(1, Ordering::Release);
     }
 
-    pub(crate) fn retried(&self, kind: Kind, ambiguous: bool) {
+    pub(crate) fn retried(&self, kind: RecordKind, ambiguous: bool) {
         let k = self.kind(kind);
         k.retried.fetch_add(1, Ordering::Relaxed);
         if ambiguous {
             k.ambiguous.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    pub(crate) fn dropped(&self, kind: RecordKind, reason: DropReason, n: u64) {
+        self.kind(kind).dropped(reason).fetch_add(n, Ordering::Release);
     }
 
     pub(crate) fn request(&self) {
@@ -90,15 +93,12 @@ impl Counters {
         self.spans_dropped.fetch_add(n, Ordering::Relaxed);
     }
 
-    pub(crate) fn dropped(&self, kind: Kind, reason: DropReason, n: u64) {
-        let k = self.kind(kind);
-        let counter = match reason {
-            DropReason::QueueFull => &k.queue_full,
-            DropReason::Rejected => &k.rejected,
-            DropReason::RetriesExhausted => &k.retries_exhausted,
-            DropReason::Shutdown => &k.shutdown,
-        };
-        counter.fetch_add(n, Ordering::Release);
+    pub(crate) fn nul_replaced(&self, n: u64) {
+        self.nul_replaced.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn hook_panicked(&self) {
+        self.hook_panics.fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn queue_full_total(&self) -> u64 {
@@ -106,40 +106,55 @@ impl Counters {
             + self.traces.queue_full.load(Ordering::Relaxed)
     }
 
+    /// The worker has exited normally (after shutdown).
     pub(crate) fn mark_worker_stopped(&self) {
-        self.worker_stopped.store(true, Ordering::Release);
+        let _ = self
+            .worker
+            .compare_exchange(RUNNING, STOPPED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// The worker has died of a panic.
+    pub(crate) fn mark_worker_died(&self) {
+        self.worker.store(DIED, Ordering::Release);
     }
 
     pub(crate) fn snapshot(&self) -> Stats {
-        let stopped = self.worker_stopped.load(Ordering::Acquire);
+        let worker = self.worker.load(Ordering::Acquire);
         Stats {
-            scores: snapshot_kind(&self.scores, stopped),
-            traces: snapshot_kind(&self.traces, stopped),
+            scores: snapshot_kind(&self.scores, worker),
+            traces: snapshot_kind(&self.traces, worker),
             requests: self.requests.load(Ordering::Relaxed),
             spans_dropped: self.spans_dropped.load(Ordering::Relaxed),
+            nul_replaced: self.nul_replaced.load(Ordering::Relaxed),
+            hook_panics: self.hook_panics.load(Ordering::Relaxed),
         }
     }
 }
 
-fn snapshot_kind(k: &KindCounters, worker_stopped: bool) -> RecordStats {
+fn snapshot_kind(k: &KindCounters, worker: u8) -> RecordStats {
     // Outcomes first, `accepted` last: every outcome is counted after its acceptance, so the
     // difference can never go negative and `pending` needs no counter of its own.
     let sent = k.sent.load(Ordering::Acquire);
+    let load = |reason| k.dropped(reason).load(Ordering::Acquire);
     let mut dropped = Dropped {
-        queue_full: k.queue_full.load(Ordering::Acquire),
-        rejected: k.rejected.load(Ordering::Acquire),
-        retries_exhausted: k.retries_exhausted.load(Ordering::Acquire),
-        shutdown: k.shutdown.load(Ordering::Acquire),
+        queue_full: load(DropReason::QueueFull),
+        rejected: load(DropReason::Rejected),
+        retries_exhausted: load(DropReason::RetriesExhausted),
+        quota_exceeded: load(DropReason::QuotaExceeded),
+        shutdown: load(DropReason::Shutdown),
+        shutdown_in_flight: load(DropReason::ShutdownInFlight),
+        worker_failed: load(DropReason::WorkerFailed),
     };
     let retried = k.retried.load(Ordering::Relaxed);
     let ambiguous = k.ambiguous.load(Ordering::Relaxed);
     let accepted = k.accepted.load(Ordering::Acquire);
     let mut pending = accepted.saturating_sub(sent + dropped.total());
-    if worker_stopped {
-        // A record that raced past the closed check after the worker's last look is lost with
-        // the worker: it is counted here rather than shown as pending forever.
-        dropped.shutdown += pending;
-        pending = 0;
+    // A record that raced past the closed check after the worker's last look is lost with
+    // the worker: it is counted here rather than shown as pending forever.
+    match worker {
+        STOPPED => dropped.shutdown += std::mem::take(&mut pending),
+        DIED => dropped.worker_failed += std::mem::take(&mut pending),
+        _ => {}
     }
     RecordStats {
         accepted,
@@ -155,6 +170,15 @@ fn snapshot_kind(k: &KindCounters, worker_stopped: bool) -> RecordStats {
 ///
 /// Scores and traces are counted apart. For each, at every snapshot,
 /// `accepted == sent + dropped.total() + pending`.
+///
+/// ```
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = pandaprobe::Client::disabled();
+/// let stats = client.stats();
+/// assert!(stats.scores.is_balanced() && stats.traces.is_balanced());
+/// println!("{stats}"); // scores: accepted 0, sent 0, …; traces: …; requests 0
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Stats {
@@ -167,6 +191,33 @@ pub struct Stats {
     /// Spans left out of traces that had more than the server's 500 (see
     /// [`Trace`](crate::Trace)).
     pub spans_dropped: u64,
+    /// NUL characters replaced by U+FFFD in traces when they ended: the server answers 202 for
+    /// a trace containing one and then never stores it.
+    pub nul_replaced: u64,
+    /// Calls of the drop hook that panicked (each was caught; the worker went on).
+    pub hook_panics: u64,
+}
+
+/// `scores: accepted 3, sent 3, …; traces: accepted 1, …; requests 4`, plus the rarer counters
+/// when they are not zero.
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "scores: {}; traces: {}; requests {}",
+            self.scores, self.traces, self.requests
+        )?;
+        for (n, what) in [
+            (self.spans_dropped, "spans dropped"),
+            (self.nul_replaced, "NUL characters replaced"),
+            (self.hook_panics, "drop hook panics"),
+        ] {
+            if n > 0 {
+                write!(f, "; {what} {n}")?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Counts for one kind of record.
@@ -190,24 +241,30 @@ pub struct RecordStats {
 }
 
 /// One line for logs and reports: `accepted 200, sent 198, pending 0, retried 5 (1 ambiguous),
-/// dropped 2 (queue full 0, rejected 2, retries exhausted 0, shutdown 0)`.
-impl std::fmt::Display for RecordStats {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+/// dropped 2 (rejected 2)`; reasons with a count of zero are left out.
+impl fmt::Display for RecordStats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "accepted {}, sent {}, pending {}, retried {} ({} ambiguous), dropped {} \
-             (queue full {}, rejected {}, retries exhausted {}, shutdown {})",
+            "accepted {}, sent {}, pending {}, retried {} ({} ambiguous), dropped {}",
             self.accepted,
             self.sent,
             self.pending,
             self.retried,
             self.ambiguous,
             self.dropped.total(),
-            self.dropped.queue_full,
-            self.dropped.rejected,
-            self.dropped.retries_exhausted,
-            self.dropped.shutdown,
-        )
+        )?;
+        let reasons: Vec<String> = self
+            .dropped
+            .by_reason()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(reason, n)| format!("{reason} {n}"))
+            .collect();
+        if !reasons.is_empty() {
+            write!(f, " ({})", reasons.join(", "))?;
+        }
+        Ok(())
     }
 }
 
@@ -218,25 +275,46 @@ impl RecordStats {
     }
 }
 
-/// Records dropped, by reason. Each drop is also logged (rate-limited) under target
-/// `pandaprobe`.
+/// Records dropped, by reason (see [`DropReason`]). Each drop is also logged (rate-limited)
+/// under target `pandaprobe`, and passed to the drop hook if one is set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct Dropped {
-    /// The queue was full when `score()` was called.
+    /// The queue was full when the record was handed in.
     pub queue_full: u64,
     /// The server refused the record with a status that retrying cannot fix (401, 403, 422, …).
     pub rejected: u64,
     /// Every allowed retry failed, or the retry time ran out.
     pub retries_exhausted: u64,
-    /// Still undelivered when shutdown's timeout ran out, or handed in after shutdown.
+    /// The account's trace quota was used up.
+    pub quota_exceeded: u64,
+    /// Not delivered when shutdown's deadline passed and never in flight then (queued, waiting
+    /// for a retry or for its trace), or handed in after shutdown: lost.
     pub shutdown: u64,
+    /// In flight when shutdown's deadline passed: abandoned without an answer, so the server
+    /// may have stored them.
+    pub shutdown_in_flight: u64,
+    /// Held by the worker when it panicked.
+    pub worker_failed: u64,
 }
 
 impl Dropped {
     /// All drops together.
     pub fn total(&self) -> u64 {
-        self.queue_full + self.rejected + self.retries_exhausted + self.shutdown
+        self.by_reason().iter().map(|(_, n)| n).sum()
+    }
+
+    /// Each reason with its count.
+    pub fn by_reason(&self) -> [(DropReason, u64); 7] {
+        [
+            (DropReason::QueueFull, self.queue_full),
+            (DropReason::Rejected, self.rejected),
+            (DropReason::RetriesExhausted, self.retries_exhausted),
+            (DropReason::QuotaExceeded, self.quota_exceeded),
+            (DropReason::Shutdown, self.shutdown),
+            (DropReason::ShutdownInFlight, self.shutdown_in_flight),
+            (DropReason::WorkerFailed, self.worker_failed),
+        ]
     }
 }
 
@@ -245,19 +323,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pending_is_derived_and_folded_into_shutdown_when_the_worker_stops() {
+    fn pending_is_derived_and_folded_when_the_worker_stops() {
         let c = Counters::default();
-        c.accepted(Kind::Score, 5);
-        c.sent(Kind::Score);
-        c.dropped(Kind::Score, DropReason::Rejected, 1);
+        c.accepted(RecordKind::Score, 5);
+        c.sent(RecordKind::Score);
+        c.dropped(RecordKind::Score, DropReason::Rejected, 1);
         let s = c.snapshot();
         assert_eq!(s.scores.pending, 3);
         assert!(s.scores.is_balanced());
         c.mark_worker_stopped();
         let s = c.snapshot();
-        assert_eq!(s.scores.pending, 0);
-        assert_eq!(s.scores.dropped.shutdown, 3);
+        assert_eq!((s.scores.pending, s.scores.dropped.shutdown), (0, 3));
         assert!(s.scores.is_balanced());
         assert_eq!(s.traces, RecordStats::default());
+    }
+
+    #[test]
+    fn a_dead_worker_folds_pending_into_worker_failed() {
+        let c = Counters::default();
+        c.accepted(RecordKind::Trace, 2);
+        c.mark_worker_died();
+        c.mark_worker_stopped(); // does not hide the death
+        let s = c.snapshot();
+        assert_eq!((s.traces.pending, s.traces.dropped.worker_failed), (0, 2));
+    }
+
+    #[test]
+    fn display_lists_only_the_reasons_that_happened() {
+        let c = Counters::default();
+        c.accepted(RecordKind::Score, 3);
+        c.sent(RecordKind::Score);
+        c.dropped(RecordKind::Score, DropReason::QuotaExceeded, 2);
+        c.request();
+        let s = c.snapshot();
+        assert_eq!(
+            s.to_string(),
+            "scores: accepted 3, sent 1, pending 0, retried 0 (0 ambiguous), dropped 2 \
+             (quota_exceeded 2); traces: accepted 0, sent 0, pending 0, retried 0 \
+             (0 ambiguous), dropped 0; requests 1"
+        );
     }
 }

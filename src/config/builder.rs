@@ -1,0 +1,518 @@
+//! The builder and its defaults.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+
+use super::env::{self, invalid, EnvValue};
+use super::{parse_endpoint, validate_project_name, Config, Hook, RateLimit, MAX_DURATION};
+use crate::client::Client;
+use crate::drop_event::DropEvent;
+use crate::error::ConfigError;
+
+/// Default base URL of the hosted PandaProbe API.
+pub const DEFAULT_ENDPOINT: &str = "https://api.pandaprobe.com";
+/// Default number of waiting records that wakes the worker at once.
+pub const DEFAULT_BATCH_SIZE: usize = 100;
+/// Default longest time a record waits in the queue before the worker looks at it.
+pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+/// Default capacity of the record queue.
+pub const DEFAULT_MAX_QUEUE_SIZE: usize = 10_000;
+/// Default bound on requests in flight at once.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
+/// Default timeout of one HTTP request, from sending to the end of the answer.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default timeout for opening a connection.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default number of retries after the first attempt of one record.
+pub const DEFAULT_MAX_RETRIES: u32 = 8;
+/// Default wait before the first retry (doubling, with jitter).
+pub const DEFAULT_RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
+/// Default cap on one wait between retries.
+pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// Default longest time one record is retried for, from its first failure.
+pub const DEFAULT_RETRY_MAX_ELAPSED: Duration = Duration::from_secs(300);
+/// Default cap on a server's `Retry-After`, and on a rate-limit pause.
+pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+/// Default time that dropping the last client handle spends delivering what is queued.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What `score()` does when the queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum QueueFullPolicy {
+    /// Drop the new record at once, count it as `dropped.queue_full` and return
+    /// [`ScoreError::QueueFull`](crate::ScoreError::QueueFull). The default: the caller never
+    /// waits.
+    #[default]
+    DropNew,
+    /// Wait up to this long for room, then drop as above.
+    Block(Duration),
+}
+
+/// The API key: kept out of every `Debug` and `Display` output.
+#[derive(Clone)]
+struct ApiKey(String);
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"<redacted>\"")
+    }
+}
+
+/// Builds a [`Client`]. [`Client::builder`] starts from the defaults alone;
+/// [`ClientBuilder::from_env`] starts from the `PANDAPROBE_*` environment variables, and
+/// setters called afterwards win over them.
+///
+/// | setter | default | environment variable |
+/// |---|---|---|
+/// | [`api_key`](Self::api_key) | required when enabled | `PANDAPROBE_API_KEY` |
+/// | [`project_name`](Self::project_name) | required when enabled | `PANDAPROBE_PROJECT_NAME` |
+/// | [`endpoint`](Self::endpoint) | [`DEFAULT_ENDPOINT`] | `PANDAPROBE_ENDPOINT` |
+/// | [`environment`](Self::environment) | none | `PANDAPROBE_ENVIRONMENT` |
+/// | [`release`](Self::release) | none | `PANDAPROBE_RELEASE` |
+/// | [`enabled`](Self::enabled) | `true` | `PANDAPROBE_ENABLED` |
+/// | [`debug`](Self::debug) | `false` | `PANDAPROBE_DEBUG` |
+/// | [`batch_size`](Self::batch_size) | [`DEFAULT_BATCH_SIZE`] | `PANDAPROBE_BATCH_SIZE` |
+/// | [`flush_interval`](Self::flush_interval) | [`DEFAULT_FLUSH_INTERVAL`] | `PANDAPROBE_FLUSH_INTERVAL` (seconds) |
+/// | [`max_queue_size`](Self::max_queue_size) | [`DEFAULT_MAX_QUEUE_SIZE`] | `PANDAPROBE_MAX_QUEUE_SIZE` |
+/// | [`max_in_flight`](Self::max_in_flight) | [`DEFAULT_MAX_IN_FLIGHT`] | `PANDAPROBE_MAX_IN_FLIGHT` |
+/// | [`request_timeout`](Self::request_timeout) | [`DEFAULT_REQUEST_TIMEOUT`] | `PANDAPROBE_REQUEST_TIMEOUT` (seconds) |
+/// | [`connect_timeout`](Self::connect_timeout) | [`DEFAULT_CONNECT_TIMEOUT`] | `PANDAPROBE_CONNECT_TIMEOUT` (seconds) |
+/// | [`max_retries`](Self::max_retries) | [`DEFAULT_MAX_RETRIES`] | `PANDAPROBE_MAX_RETRIES` |
+/// | [`retry_backoff`](Self::retry_backoff) | [`DEFAULT_RETRY_INITIAL_BACKOFF`], [`DEFAULT_RETRY_MAX_BACKOFF`] | none |
+/// | [`retry_max_elapsed`](Self::retry_max_elapsed) | [`DEFAULT_RETRY_MAX_ELAPSED`] | none |
+/// | [`max_retry_after`](Self::max_retry_after) | [`DEFAULT_MAX_RETRY_AFTER`] | none |
+/// | [`shutdown_timeout`](Self::shutdown_timeout) | [`DEFAULT_SHUTDOWN_TIMEOUT`] | `PANDAPROBE_SHUTDOWN_TIMEOUT` (seconds) |
+/// | [`queue_full`](Self::queue_full) | [`QueueFullPolicy::DropNew`] | none |
+/// | [`scores_rate_limit`](Self::scores_rate_limit), [`traces_rate_limit`](Self::traces_rate_limit) | none: learned from the server's 429s | none |
+/// | [`on_drop`](Self::on_drop) | none | none |
+///
+/// Booleans follow the Python SDK: `true`, `1` or `yes` in any case is true, anything else false.
+/// Durations longer than a year (`Duration::MAX` included) are taken as a year: "never".
+///
+/// ```
+/// use std::time::Duration;
+/// use pandaprobe::{ClientBuilder, QueueFullPolicy};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = ClientBuilder::from_vars([
+///         ("PANDAPROBE_API_KEY", "sk_pp_..."),
+///         ("PANDAPROBE_PROJECT_NAME", "my-project"),
+///         ("PANDAPROBE_BATCH_SIZE", "50"),
+///     ])
+///     .flush_interval(Duration::from_millis(500)) // setters win over the environment
+///     .queue_full(QueueFullPolicy::Block(Duration::from_millis(5)))
+///     .scores_rate_limit(200, Duration::from_secs(60)) // the hosted plan's limit
+///     .build()?;
+/// # drop(client);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+#[must_use = "call .build() to make the client"]
+pub struct ClientBuilder {
+    api_key: Option<ApiKey>,
+    project_name: Option<String>,
+    endpoint: String,
+    environment: Option<String>,
+    release: Option<String>,
+    enabled: bool,
+    debug: bool,
+    batch_size: usize,
+    flush_interval: Duration,
+    max_queue_size: usize,
+    max_in_flight: usize,
+    request_timeout: Duration,
+    connect_timeout: Duration,
+    max_retries: u32,
+    retry_initial_backoff: Duration,
+    retry_max_backoff: Duration,
+    retry_max_elapsed: Duration,
+    max_retry_after: Duration,
+    shutdown_timeout: Duration,
+    queue_full: QueueFullPolicy,
+    scores_rate_limit: Option<RateLimit>,
+    traces_rate_limit: Option<RateLimit>,
+    on_drop: Option<Hook>,
+    /// Environment values that did not parse, reported by `build()` unless a setter replaced them.
+    env_errors: Vec<ConfigError>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientBuilder")
+            .field("api_key", &self.api_key)
+            .field("project_name", &self.project_name)
+            .field("endpoint", &self.endpoint)
+            .field("enabled", &self.enabled)
+            .field("batch_size", &self.batch_size)
+            .field("flush_interval", &self.flush_interval)
+            .field("max_queue_size", &self.max_queue_size)
+            .field("max_in_flight", &self.max_in_flight)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ClientBuilder {
+    fn default() -> Self {
+        ClientBuilder {
+            api_key: None,
+            project_name: None,
+            endpoint: DEFAULT_ENDPOINT.to_owned(),
+            environment: None,
+            release: None,
+            enabled: true,
+            debug: false,
+            batch_size: DEFAULT_BATCH_SIZE,
+            flush_interval: DEFAULT_FLUSH_INTERVAL,
+            max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            max_retries: DEFAULT_MAX_RETRIES,
+            retry_initial_backoff: DEFAULT_RETRY_INITIAL_BACKOFF,
+            retry_max_backoff: DEFAULT_RETRY_MAX_BACKOFF,
+            retry_max_elapsed: DEFAULT_RETRY_MAX_ELAPSED,
+            max_retry_after: DEFAULT_MAX_RETRY_AFTER,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            queue_full: QueueFullPolicy::DropNew,
+            scores_rate_limit: None,
+            traces_rate_limit: None,
+            on_drop: None,
+            env_errors: Vec::new(),
+        }
+    }
+}
+
+impl ClientBuilder {
+    /// A builder with the defaults only; the environment is not read.
+    pub fn new() -> ClientBuilder {
+        ClientBuilder::default()
+    }
+
+    /// A builder from the `PANDAPROBE_*` environment variables (see the table above); setters
+    /// called afterwards override them. Values that do not parse are reported by
+    /// [`build`](Self::build), naming the variable.
+    pub fn from_env() -> ClientBuilder {
+        ClientBuilder::from_vars(std::env::vars())
+    }
+
+    /// Like [`from_env`](Self::from_env), but reads the given name/value pairs instead of the
+    /// process environment: for tests, or for configuration kept elsewhere.
+    pub fn from_vars<K, V>(vars: impl IntoIterator<Item = (K, V)>) -> ClientBuilder
+    where
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut b = ClientBuilder::default();
+        for (name, value) in vars {
+            b = match env::read(name.as_ref(), value.as_ref()) {
+                None => b,
+                Some(Ok(value)) => b.apply(value),
+                Some(Err(e)) => {
+                    b.env_errors.push(e);
+                    b
+                }
+            };
+        }
+        b
+    }
+
+    fn apply(self, value: EnvValue) -> ClientBuilder {
+        match value {
+            EnvValue::ApiKey(v) => self.api_key(v),
+            EnvValue::ProjectName(v) => self.project_name(v),
+            EnvValue::Endpoint(v) => self.endpoint(v),
+            EnvValue::Environment(v) => self.environment(v),
+            EnvValue::Release(v) => self.release(v),
+            EnvValue::Enabled(v) => self.enabled(v),
+            EnvValue::Debug(v) => self.debug(v),
+            EnvValue::BatchSize(v) => self.batch_size(v),
+            EnvValue::MaxQueueSize(v) => self.max_queue_size(v),
+            EnvValue::MaxInFlight(v) => self.max_in_flight(v),
+            EnvValue::MaxRetries(v) => self.max_retries(v),
+            EnvValue::FlushInterval(v) => self.flush_interval(v),
+            EnvValue::RequestTimeout(v) => self.request_timeout(v),
+            EnvValue::ConnectTimeout(v) => self.connect_timeout(v),
+            EnvValue::ShutdownTimeout(v) => self.shutdown_timeout(v),
+        }
+    }
+
+    /// Forgets an environment parse error once a setter has replaced the value.
+    fn overridden(mut self, env: &str) -> Self {
+        self.env_errors.retain(|e| match e {
+            ConfigError::Invalid { setting, .. } => *setting != env,
+            _ => true,
+        });
+        self
+    }
+
+    /// The organisation API key (`sk_pp_…`). Never logged or printed.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(ApiKey(key.into()));
+        self
+    }
+
+    /// The project that scores and traces go to; the server creates it on first use.
+    pub fn project_name(mut self, name: impl Into<String>) -> Self {
+        self.project_name = Some(name.into());
+        self
+    }
+
+    /// The server's base URL, without a version prefix. Default [`DEFAULT_ENDPOINT`].
+    pub fn endpoint(mut self, url: impl Into<String>) -> Self {
+        self.endpoint = url.into();
+        self
+    }
+
+    /// Sent as each trace's `environment`. Default none.
+    pub fn environment(mut self, environment: impl Into<String>) -> Self {
+        self.environment = Some(environment.into());
+        self
+    }
+
+    /// Sent as each trace's `release`. Default none.
+    pub fn release(mut self, release: impl Into<String>) -> Self {
+        self.release = Some(release.into());
+        self
+    }
+
+    /// `false` makes a client that accepts and discards everything at no cost, starts no
+    /// thread and needs no key. Default `true`.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// Logs every request's outcome at `INFO` instead of `DEBUG` under target `pandaprobe`.
+    /// Default `false`.
+    pub fn debug(mut self, debug: bool) -> Self {
+        self.debug = debug;
+        self
+    }
+
+    /// How many waiting records wake the worker before its interval is up. Default
+    /// [`DEFAULT_BATCH_SIZE`]. The server has no batch endpoint: a batch is sent as concurrent
+    /// single-record requests, at most [`max_in_flight`](Self::max_in_flight) at once.
+    pub fn batch_size(self, size: usize) -> Self {
+        let mut b = self.overridden("PANDAPROBE_BATCH_SIZE");
+        b.batch_size = size;
+        b
+    }
+
+    /// The longest a record waits before the worker sends it. Default
+    /// [`DEFAULT_FLUSH_INTERVAL`]. An idle client wakes once per interval.
+    pub fn flush_interval(self, interval: Duration) -> Self {
+        let mut b = self.overridden("PANDAPROBE_FLUSH_INTERVAL");
+        b.flush_interval = interval;
+        b
+    }
+
+    /// Capacity of the record queue. Default [`DEFAULT_MAX_QUEUE_SIZE`]. Its memory is
+    /// reserved up front (about 100 bytes a slot). Beyond the queue, the worker holds at most
+    /// `max(1024, 4 × max_in_flight, 2 × batch_size)` records being sent or waiting for a
+    /// retry (never more than `max(max_queue_size, 2 × max_in_flight)`), plus at most
+    /// `max_queue_size` scores waiting for their trace to be stored.
+    pub fn max_queue_size(self, size: usize) -> Self {
+        let mut b = self.overridden("PANDAPROBE_MAX_QUEUE_SIZE");
+        b.max_queue_size = size;
+        b
+    }
+
+    /// Bound on concurrent requests. Default [`DEFAULT_MAX_IN_FLIGHT`].
+    pub fn max_in_flight(self, n: usize) -> Self {
+        let mut b = self.overridden("PANDAPROBE_MAX_IN_FLIGHT");
+        b.max_in_flight = n;
+        b
+    }
+
+    /// Timeout of one request, sending to the end of the answer. Default
+    /// [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn request_timeout(self, timeout: Duration) -> Self {
+        let mut b = self.overridden("PANDAPROBE_REQUEST_TIMEOUT");
+        b.request_timeout = timeout;
+        b
+    }
+
+    /// Timeout for opening a connection. Default [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn connect_timeout(self, timeout: Duration) -> Self {
+        let mut b = self.overridden("PANDAPROBE_CONNECT_TIMEOUT");
+        b.connect_timeout = timeout;
+        b
+    }
+
+    /// Retries after a record's first attempt; `0` disables retrying. Rate-limit answers do
+    /// not count. Default [`DEFAULT_MAX_RETRIES`].
+    pub fn max_retries(self, retries: u32) -> Self {
+        let mut b = self.overridden("PANDAPROBE_MAX_RETRIES");
+        b.max_retries = retries;
+        b
+    }
+
+    /// The first wait between retries and the cap on one wait; waits double with ±50% jitter.
+    /// Defaults [`DEFAULT_RETRY_INITIAL_BACKOFF`] and [`DEFAULT_RETRY_MAX_BACKOFF`].
+    pub fn retry_backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.retry_initial_backoff = initial;
+        self.retry_max_backoff = max;
+        self
+    }
+
+    /// The longest one record is retried for, counted from its first failure. Default
+    /// [`DEFAULT_RETRY_MAX_ELAPSED`].
+    pub fn retry_max_elapsed(mut self, max: Duration) -> Self {
+        self.retry_max_elapsed = max;
+        self
+    }
+
+    /// Cap on a server's `Retry-After` and on any rate-limit pause. Default
+    /// [`DEFAULT_MAX_RETRY_AFTER`] (the server's windows last a minute).
+    pub fn max_retry_after(mut self, max: Duration) -> Self {
+        self.max_retry_after = max;
+        self
+    }
+
+    /// What dropping the last client handle spends on delivering what is queued. Default
+    /// [`DEFAULT_SHUTDOWN_TIMEOUT`].
+    pub fn shutdown_timeout(self, timeout: Duration) -> Self {
+        let mut b = self.overridden("PANDAPROBE_SHUTDOWN_TIMEOUT");
+        b.shutdown_timeout = timeout;
+        b
+    }
+
+    /// What `score()` does when the queue is full. Default [`QueueFullPolicy::DropNew`].
+    pub fn queue_full(mut self, policy: QueueFullPolicy) -> Self {
+        self.queue_full = policy;
+        self
+    }
+
+    /// Your plan's limit on score requests: at most `limit` per fixed `window` (the hosted
+    /// service: 200 a minute). With it, this client never sends into a full window and never
+    /// gets a 429 for scores (unless other clients share the key). Default none: the client
+    /// learns the limit from the server's first 429, which names it. A `limit` of 0 is taken
+    /// as 1.
+    pub fn scores_rate_limit(mut self, limit: u32, window: Duration) -> Self {
+        self.scores_rate_limit = Some(RateLimit::new(limit, window));
+        self
+    }
+
+    /// Your plan's limit on trace requests (the hosted service: 100 a minute); see
+    /// [`scores_rate_limit`](Self::scores_rate_limit).
+    pub fn traces_rate_limit(mut self, limit: u32, window: Duration) -> Self {
+        self.traces_rate_limit = Some(RateLimit::new(limit, window));
+        self
+    }
+
+    /// Calls `hook` once for every record that was queued and then dropped (rejected, retries
+    /// exhausted, quota, shutdown, worker failure), with what is known of it: kind, reason,
+    /// trace id, name, last HTTP status and the server's message. It runs on the worker
+    /// thread, so it should be quick; a panic in it is caught, counted in
+    /// [`Stats::hook_panics`](crate::Stats::hook_panics) and logged. A score refused at the call
+    /// (`Err` from `score()`) is not passed to it; a trace, which has no error to return, is,
+    /// on the thread that ended it, when it cannot be queued. Default none.
+    pub fn on_drop(mut self, hook: impl Fn(&DropEvent) + Send + Sync + 'static) -> Self {
+        self.on_drop = Some(Hook(Arc::new(hook)));
+        self
+    }
+
+    /// Checks the settings and starts the client's worker thread (unless disabled).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the setting (or environment variable) that cannot be used:
+    /// a missing API key or project name, a malformed endpoint or project name, a zero size or
+    /// duration, a value in the environment that does not parse; or the worker thread could not
+    /// be started.
+    pub fn build(self) -> Result<Client, ConfigError> {
+        if !self.enabled {
+            return Ok(Client::disabled());
+        }
+        Client::start(self.into_config()?)
+    }
+
+    pub(crate) fn into_config(self) -> Result<Config, ConfigError> {
+        if let Some(e) = self.env_errors.into_iter().next() {
+            return Err(e);
+        }
+        let api_key = match self.api_key {
+            Some(ApiKey(key)) if !key.trim().is_empty() => key,
+            _ => {
+                return Err(ConfigError::Missing {
+                    setting: "api_key",
+                    env: "PANDAPROBE_API_KEY",
+                })
+            }
+        };
+        let mut api_key = HeaderValue::from_str(api_key.trim()).map_err(|_| {
+            invalid(
+                "api_key",
+                "it contains characters not allowed in an HTTP header",
+            )
+        })?;
+        api_key.set_sensitive(true);
+        let project_name = match self.project_name {
+            Some(name) => validate_project_name(&name)?,
+            None => {
+                return Err(ConfigError::Missing {
+                    setting: "project_name",
+                    env: "PANDAPROBE_PROJECT_NAME",
+                })
+            }
+        };
+        let (scores_url, traces_url) = parse_endpoint(&self.endpoint)?;
+        for (setting, value) in [
+            ("environment", &self.environment),
+            ("release", &self.release),
+        ] {
+            if value.as_deref().is_some_and(|v| v.contains('\0')) {
+                return Err(invalid(
+                    setting,
+                    "contains a NUL character, which the server cannot store",
+                ));
+            }
+        }
+        let positive = |setting: &'static str, n: usize| {
+            if n == 0 {
+                Err(invalid(setting, "must be at least 1"))
+            } else {
+                Ok(n)
+            }
+        };
+        let nonzero = |setting: &'static str, d: Duration| {
+            if d.is_zero() {
+                Err(invalid(setting, "must be longer than zero"))
+            } else {
+                Ok(d.min(MAX_DURATION))
+            }
+        };
+        Ok(Config {
+            api_key,
+            project_name,
+            scores_url,
+            traces_url,
+            environment: self.environment,
+            release: self.release,
+            debug: self.debug,
+            batch_size: positive("batch_size", self.batch_size)?,
+            flush_interval: nonzero("flush_interval", self.flush_interval)?,
+            max_queue_size: positive("max_queue_size", self.max_queue_size)?,
+            max_in_flight: positive("max_in_flight", self.max_in_flight)?,
+            request_timeout: nonzero("request_timeout", self.request_timeout)?,
+            connect_timeout: nonzero("connect_timeout", self.connect_timeout)?,
+            max_retries: self.max_retries,
+            retry_initial_backoff: nonzero("retry_backoff", self.retry_initial_backoff)?,
+            retry_max_backoff: self
+                .retry_max_backoff
+                .max(self.retry_initial_backoff)
+                .min(MAX_DURATION),
+            retry_max_elapsed: self.retry_max_elapsed.min(MAX_DURATION),
+            max_retry_after: self.max_retry_after.min(MAX_DURATION),
+            shutdown_timeout: self.shutdown_timeout.min(MAX_DURATION),
+            queue_full: self.queue_full,
+            scores_rate_limit: self.scores_rate_limit,
+            traces_rate_limit: self.traces_rate_limit,
+            on_drop: self.on_drop,
+        })
+    }
+}

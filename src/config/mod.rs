@@ -1,0 +1,323 @@
+//! Configuration: the builder and its defaults (`builder`), the `PANDAPROBE_*` environment
+//! (`env`), and the checked settings the client and its worker run on (here).
+
+mod builder;
+mod env;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::HeaderValue;
+use reqwest::Url;
+
+use crate::drop_event::DropHook;
+use crate::error::ConfigError;
+use env::invalid;
+
+pub use builder::{
+    ClientBuilder, QueueFullPolicy, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENDPOINT,
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_MAX_RETRIES,
+    DEFAULT_MAX_RETRY_AFTER, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_INITIAL_BACKOFF,
+    DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_RETRY_MAX_ELAPSED, DEFAULT_SHUTDOWN_TIMEOUT,
+};
+
+/// Longer settings are cut to this: "a year" means "never" for every duration here, and
+/// keeps the worker's clock arithmetic from overflowing on `Duration::MAX`.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// A fixed-window request limit: at most `limit` requests per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct RateLimit {
+    pub(crate) limit: u32,
+    pub(crate) window: Duration,
+}
+
+impl RateLimit {
+    pub(crate) fn new(limit: u32, window: Duration) -> RateLimit {
+        RateLimit {
+            limit: limit.max(1),
+            window: window.clamp(Duration::from_millis(1), MAX_DURATION),
+        }
+    }
+}
+
+/// The drop hook, with a `Debug` that shows it is set.
+#[derive(Clone)]
+pub(crate) struct Hook(pub(crate) Arc<DropHook>);
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<hook>")
+    }
+}
+
+/// A checked configuration, as the client and its worker use it.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) api_key: HeaderValue,
+    pub(crate) project_name: HeaderValue,
+    pub(crate) scores_url: Url,
+    pub(crate) traces_url: Url,
+    pub(crate) environment: Option<String>,
+    pub(crate) release: Option<String>,
+    pub(crate) debug: bool,
+    pub(crate) batch_size: usize,
+    pub(crate) flush_interval: Duration,
+    pub(crate) max_queue_size: usize,
+    pub(crate) max_in_flight: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) max_retries: u32,
+    pub(crate) retry_initial_backoff: Duration,
+    pub(crate) retry_max_backoff: Duration,
+    pub(crate) retry_max_elapsed: Duration,
+    pub(crate) max_retry_after: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) queue_full: QueueFullPolicy,
+    pub(crate) scores_rate_limit: Option<RateLimit>,
+    pub(crate) traces_rate_limit: Option<RateLimit>,
+    pub(crate) on_drop: Option<Hook>,
+}
+
+impl Config {
+    /// The base URL, as the user gave it (without the trailing `/`).
+    pub(crate) fn endpoint(&self) -> &str {
+        self.traces_url
+            .as_str()
+            .strip_suffix("/traces")
+            .unwrap_or(self.traces_url.as_str())
+    }
+}
+
+/// The server's rule: 1-255 characters of letters, digits, space, `-`, `_`, `.`, `'`, starting
+/// and ending with a letter or digit.
+pub(super) fn validate_project_name(name: &str) -> Result<HeaderValue, ConfigError> {
+    let chars = name.chars().count();
+    let allowed = |c: char| c.is_alphanumeric() || matches!(c, ' ' | '-' | '_' | '.' | '\'');
+    let edges_ok = name.chars().next().is_some_and(char::is_alphanumeric)
+        && name.chars().last().is_some_and(char::is_alphanumeric);
+    if chars == 0 || chars > 255 || !edges_ok || !name.chars().all(allowed) {
+        return Err(invalid(
+            "project_name",
+            format!(
+                "{name:?} must be 1-255 letters, digits, spaces, '-', '_', '.' or \"'\", \
+                 starting and ending with a letter or digit"
+            ),
+        ));
+    }
+    HeaderValue::from_str(name).map_err(|_| {
+        invalid(
+            "project_name",
+            format!("{name:?} cannot be sent in an HTTP header (use ASCII)"),
+        )
+    })
+}
+
+pub(super) fn parse_endpoint(endpoint: &str) -> Result<(Url, Url), ConfigError> {
+    let bad = |reason: String| invalid("endpoint", reason);
+    let base = endpoint.trim().trim_end_matches('/');
+    let url = Url::parse(base).map_err(|e| bad(format!("{endpoint:?} is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(bad(format!(
+            "{endpoint:?} must be an http:// or https:// URL with a host"
+        )));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(bad(format!(
+            "{endpoint:?} must not have a query or fragment"
+        )));
+    }
+    let join = |path: &str| {
+        Url::parse(&format!("{base}{path}")).map_err(|e| bad(format!("{endpoint:?}: {e}")))
+    };
+    Ok((join("/evaluations/trace-scores")?, join("/traces")?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> ClientBuilder {
+        ClientBuilder::from_vars(pairs.iter().copied())
+    }
+
+    const BASE: [(&str, &str); 2] = [
+        ("PANDAPROBE_API_KEY", "sk_pp_secret"),
+        ("PANDAPROBE_PROJECT_NAME", "my project"),
+    ];
+
+    #[test]
+    fn reads_every_variable() {
+        let mut pairs = BASE.to_vec();
+        pairs.extend([
+            ("PANDAPROBE_ENDPOINT", "http://127.0.0.1:8000/"),
+            ("PANDAPROBE_ENVIRONMENT", "prod"),
+            ("PANDAPROBE_RELEASE", "1.2.3"),
+            ("PANDAPROBE_DEBUG", "YES"),
+            ("PANDAPROBE_BATCH_SIZE", "7"),
+            ("PANDAPROBE_FLUSH_INTERVAL", "0.25"),
+            ("PANDAPROBE_MAX_QUEUE_SIZE", "42"),
+            ("PANDAPROBE_MAX_IN_FLIGHT", "3"),
+            ("PANDAPROBE_MAX_RETRIES", "2"),
+            ("PANDAPROBE_REQUEST_TIMEOUT", "1.5"),
+        ]);
+        let c = vars(&pairs).into_config().unwrap();
+        assert_eq!(
+            c.scores_url.as_str(),
+            "http://127.0.0.1:8000/evaluations/trace-scores"
+        );
+        assert_eq!(c.traces_url.as_str(), "http://127.0.0.1:8000/traces");
+        assert_eq!(c.environment.as_deref(), Some("prod"));
+        assert_eq!(c.release.as_deref(), Some("1.2.3"));
+        assert!(c.debug);
+        assert_eq!(c.batch_size, 7);
+        assert_eq!(c.flush_interval, Duration::from_millis(250));
+        assert_eq!(c.max_queue_size, 42);
+        assert_eq!(c.max_in_flight, 3);
+        assert_eq!(c.max_retries, 2);
+        assert_eq!(c.request_timeout, Duration::from_millis(1500));
+        assert_eq!(c.project_name, "my project");
+    }
+
+    #[test]
+    fn bad_values_name_their_setting() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("PANDAPROBE_BATCH_SIZE", "ten"));
+        let err = vars(&pairs).into_config().unwrap_err();
+        assert!(err.to_string().contains("PANDAPROBE_BATCH_SIZE"), "{err}");
+        // A setter replaces the unusable value.
+        assert!(vars(&pairs).batch_size(5).into_config().is_ok());
+
+        let mut pairs = BASE.to_vec();
+        pairs.push(("PANDAPROBE_FLUSH_INTERVAL", "-1"));
+        assert!(vars(&pairs).into_config().is_err());
+
+        let mut pairs = BASE.to_vec();
+        pairs.push(("PANDAPROBE_MAX_QUEUE_SIZE", "0"));
+        let err = vars(&pairs).into_config().unwrap_err();
+        assert!(
+            err.to_string().contains("PANDAPROBE_MAX_QUEUE_SIZE"),
+            "{err}"
+        );
+
+        let zero = vars(&BASE).batch_size(0).into_config().unwrap_err();
+        assert!(zero.to_string().contains("batch_size"), "{zero}");
+        let zero = vars(&BASE).max_queue_size(0).into_config().unwrap_err();
+        assert!(zero.to_string().contains("max_queue_size"), "{zero}");
+    }
+
+    #[test]
+    fn setters_win_over_the_environment() {
+        let mut pairs = BASE.to_vec();
+        pairs.push(("PANDAPROBE_BATCH_SIZE", "7"));
+        let c = vars(&pairs).batch_size(9).into_config().unwrap();
+        assert_eq!(c.batch_size, 9);
+    }
+
+    #[test]
+    fn endless_durations_are_cut_to_a_year() {
+        let c = vars(&BASE)
+            .flush_interval(Duration::MAX)
+            .request_timeout(Duration::MAX)
+            .retry_backoff(Duration::MAX, Duration::MAX)
+            .max_retry_after(Duration::MAX)
+            .shutdown_timeout(Duration::MAX)
+            .retry_max_elapsed(Duration::MAX)
+            .into_config()
+            .unwrap();
+        for d in [
+            c.flush_interval,
+            c.request_timeout,
+            c.retry_initial_backoff,
+            c.retry_max_backoff,
+            c.max_retry_after,
+            c.shutdown_timeout,
+            c.retry_max_elapsed,
+        ] {
+            assert_eq!(d, MAX_DURATION);
+        }
+    }
+
+    #[test]
+    fn requires_key_and_project() {
+        let err = ClientBuilder::new()
+            .project_name("p")
+            .into_config()
+            .unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Missing {
+                setting: "api_key",
+                ..
+            }
+        ));
+        let err = ClientBuilder::new().api_key("k").into_config().unwrap_err();
+        assert!(matches!(
+            err,
+            ConfigError::Missing {
+                setting: "project_name",
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn project_names_follow_the_server_rules() {
+        for good in ["a", "My Project", "o'brien.v2_x-1", "é"] {
+            let r = ClientBuilder::new()
+                .api_key("k")
+                .project_name(good)
+                .into_config();
+            assert!(r.is_ok(), "{good}");
+        }
+        for bad in ["", " a", "a ", "-a", "a/b", &"x".repeat(256)] {
+            let r = ClientBuilder::new()
+                .api_key("k")
+                .project_name(bad)
+                .into_config();
+            assert!(r.is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn endpoints_are_checked() {
+        for bad in ["", "not a url", "ftp://x", "http://x/?q=1", "http://"] {
+            let r = vars(&BASE).endpoint(bad).into_config();
+            assert!(r.is_err(), "{bad}");
+        }
+        let c = vars(&BASE)
+            .endpoint("https://h/base//")
+            .into_config()
+            .unwrap();
+        assert_eq!(c.traces_url.as_str(), "https://h/base/traces");
+    }
+
+    #[test]
+    fn environment_and_release_must_be_storable() {
+        let err = vars(&BASE).release("1\0").into_config().unwrap_err();
+        assert!(err.to_string().contains("release"), "{err}");
+    }
+
+    #[test]
+    fn rate_limits_are_kept_sane() {
+        let c = vars(&BASE)
+            .scores_rate_limit(0, Duration::ZERO)
+            .traces_rate_limit(100, Duration::from_secs(60))
+            .into_config()
+            .unwrap();
+        assert_eq!(
+            c.scores_rate_limit,
+            Some(RateLimit::new(1, Duration::from_millis(1)))
+        );
+        assert_eq!(c.traces_rate_limit.map(|r| r.limit), Some(100));
+    }
+
+    #[test]
+    fn the_key_never_shows() {
+        let b = vars(&BASE);
+        assert!(!format!("{b:?}").contains("sk_pp_secret"));
+        let c = b.into_config().unwrap();
+        assert!(!format!("{c:?}").contains("sk_pp_secret"));
+    }
+}

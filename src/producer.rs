@@ -1,0 +1,372 @@
+//! The producer side: what the callers' threads share with the worker (flags, counters, the
+//! wake-up), the control messages, and handing records in, with the full-queue policy.
+
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::config::{Config, QueueFullPolicy};
+use crate::drop_event::{DropEvent, DropReason, RecordKind};
+use crate::error::{FlushError, ScoreError};
+use crate::record::Record;
+use crate::score::Score;
+use crate::stats::{Counters, Stats};
+use crate::trace::EndedTrace;
+
+/// Extra time a blocking caller waits beyond its timeout for the worker's answer: the worker
+/// enforces the deadline itself, this only guards against a worker that is gone.
+const ANSWER_SLACK: Duration = Duration::from_millis(250);
+
+/// Whether records are still taken.
+const OPEN: u8 = 0;
+/// Shutdown has begun.
+const CLOSED: u8 = 1;
+/// The worker died of a panic.
+const DEAD: u8 = 2;
+
+/// State shared by the client handles and the worker. The worker never holds a client handle,
+/// so dropping the last one is what shuts it down.
+pub(crate) struct Shared {
+    pub(crate) config: Config,
+    pub(crate) counters: Counters,
+    /// Set while the worker is polling the queue on its own, or once a producer has woken it;
+    /// producers that find it set skip the wake-up. Cleared by the worker when it goes to sleep.
+    /// So: at most one wake-up per batch however many producers cross the threshold, and none
+    /// at all under steady load.
+    awake: AtomicBool,
+    wake: Notify,
+    state: AtomicU8,
+    /// The outcome of the shutdown, for later `shutdown()` calls.
+    final_result: OnceLock<Result<(), FlushError>>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config) -> Shared {
+        Shared {
+            config,
+            counters: Counters::default(),
+            awake: AtomicBool::new(false),
+            wake: Notify::new(),
+            state: AtomicU8::new(OPEN),
+            final_result: OnceLock::new(),
+        }
+    }
+
+    /// Wakes the worker unless a wake-up is already on its way.
+    pub(crate) fn wake_worker(&self) {
+        if !self.awake.load(Ordering::SeqCst) && !self.awake.swap(true, Ordering::SeqCst) {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Producers skip wake-ups from now on (the worker is polling).
+    pub(crate) fn keep_awake(&self) {
+        self.awake.store(true, Ordering::SeqCst);
+    }
+
+    /// The worker goes to sleep: the next producer to cross a threshold wakes it.
+    pub(crate) fn let_sleep(&self) {
+        self.awake.store(false, Ordering::SeqCst);
+    }
+
+    /// Resolves when a producer wakes the worker.
+    pub(crate) async fn woken(&self) {
+        self.wake.notified().await;
+    }
+
+    pub(crate) fn close(&self) {
+        let _ = self
+            .state
+            .compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    pub(crate) fn mark_dead(&self) {
+        self.state.store(DEAD, Ordering::Release);
+        self.counters.mark_worker_died();
+    }
+
+    fn refusal(&self) -> Option<ScoreError> {
+        match self.state.load(Ordering::Acquire) {
+            OPEN => None,
+            CLOSED => Some(ScoreError::ShutDown),
+            _ => Some(ScoreError::WorkerDied),
+        }
+    }
+
+    pub(crate) fn set_final_result(&self, result: Result<(), FlushError>) {
+        let _ = self.final_result.set(result);
+    }
+
+    fn final_result(&self) -> Result<(), FlushError> {
+        match self.final_result.get() {
+            Some(result) => result.clone(),
+            None if self.state.load(Ordering::Acquire) == DEAD => Err(FlushError::WorkerDied),
+            None => Ok(()),
+        }
+    }
+
+    /// Passes a drop to the hook, on the caller's thread, catching a panic in it.
+    pub(crate) fn call_hook(&self, event: &DropEvent) -> bool {
+        let Some(hook) = &self.config.on_drop else {
+            return true;
+        };
+        let called = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (hook.0)(event)));
+        if called.is_err() {
+            self.counters.hook_panicked();
+        }
+        called.is_ok()
+    }
+}
+
+/// Where the worker sends a flush's or shutdown's outcome: a blocking caller or an async one.
+pub(crate) enum Reply {
+    Blocking(crossbeam_channel::Sender<Result<(), FlushError>>),
+    Async(oneshot::Sender<Result<(), FlushError>>),
+}
+
+impl Reply {
+    pub(crate) fn send(self, result: Result<(), FlushError>) {
+        // The caller may have given up waiting; then nobody needs the answer.
+        match self {
+            Reply::Blocking(tx) => {
+                let _ = tx.try_send(result);
+            }
+            Reply::Async(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+/// Requests to the worker, on their own channel so that a full record queue never holds them up.
+pub(crate) enum Control {
+    /// Answer once every record queued before this request has reached its outcome, or when
+    /// the timeout passes.
+    Flush { timeout: Duration, reply: Reply },
+    /// Stop taking records, deliver what is queued until the timeout, drop the rest, exit.
+    Shutdown { timeout: Duration, reply: Reply },
+}
+
+type MakeControl = fn(Duration, Reply) -> Control;
+
+fn flush_request(timeout: Duration, reply: Reply) -> Control {
+    Control::Flush { timeout, reply }
+}
+
+fn shutdown_request(timeout: Duration, reply: Reply) -> Control {
+    Control::Shutdown { timeout, reply }
+}
+
+/// What the client handles use to hand records to the worker and to ask it things.
+pub(crate) struct Producer {
+    shared: Arc<Shared>,
+    records: Sender<Record>,
+    control: mpsc::UnboundedSender<Control>,
+}
+
+impl Producer {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        records: Sender<Record>,
+        control: mpsc::UnboundedSender<Control>,
+    ) -> Producer {
+        Producer {
+            shared,
+            records,
+            control,
+        }
+    }
+
+    pub(crate) fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
+    #[inline]
+    pub(crate) fn score(&self, score: Score) -> Result<(), ScoreError> {
+        score.validate()?;
+        self.enqueue(Record::Score(score))
+    }
+
+    /// Counts a score made through an open trace as accepted: it is now the SDK's to deliver.
+    pub(crate) fn accept_held_score(&self) {
+        self.shared.counters.accepted(RecordKind::Score, 1);
+    }
+
+    /// Queues an ended trace with the scores that wait for it. It has no error to return, so
+    /// a refusal goes to the drop hook.
+    pub(crate) fn trace_ended(&self, trace: EndedTrace, spans_over_limit: u64, nul_replaced: u64) {
+        let counters = &self.shared.counters;
+        counters.spans_dropped(spans_over_limit);
+        counters.nul_replaced(nul_replaced);
+        let held = trace.scores.len() as u64;
+        let id = trace.data.trace_id;
+        let name = trace.data.name.clone();
+        if let Err(error) = self.enqueue(Record::Trace(Box::new(trace))) {
+            let reason = match error {
+                ScoreError::QueueFull => DropReason::QueueFull,
+                ScoreError::WorkerDied => DropReason::WorkerFailed,
+                _ => DropReason::Shutdown,
+            };
+            let event = DropEvent::new(RecordKind::Trace, reason, id, name)
+                .with_answer(None, Some(error.to_string()));
+            self.shared.call_hook(&event);
+            tracing::debug!(target: "pandaprobe", trace_id = %id, held_scores = held, "{event}");
+        }
+    }
+
+    fn enqueue(&self, record: Record) -> Result<(), ScoreError> {
+        let shared = &*self.shared;
+        let before = shared.counters.accepted(record.kind(), 1);
+        if let Some(refusal) = shared.refusal() {
+            let reason = match refusal {
+                ScoreError::WorkerDied => DropReason::WorkerFailed,
+                _ => DropReason::Shutdown,
+            };
+            self.count_dropped(&record, reason);
+            return Err(refusal);
+        }
+        let full = match self.records.try_send(record) {
+            Ok(()) => None,
+            Err(TrySendError::Full(record)) => {
+                // A full queue must be drained now, not at the next tick: the batch-threshold
+                // wake-up below never fires while every send fails (nor when `batch_size`
+                // exceeds `max_queue_size`). Deduplicated like every wake-up.
+                shared.wake_worker();
+                match shared.config.queue_full {
+                    QueueFullPolicy::DropNew => Some(record),
+                    QueueFullPolicy::Block(timeout) => {
+                        match self.records.send_timeout(record, timeout) {
+                            Ok(()) => None,
+                            Err(SendTimeoutError::Timeout(record)) => Some(record),
+                            Err(SendTimeoutError::Disconnected(record)) => {
+                                self.count_dropped(&record, DropReason::Shutdown);
+                                return Err(ScoreError::ShutDown);
+                            }
+                        }
+                    }
+                }
+            }
+            Err(TrySendError::Disconnected(record)) => {
+                self.count_dropped(&record, DropReason::Shutdown);
+                return Err(shared.refusal().unwrap_or(ScoreError::ShutDown));
+            }
+        };
+        if let Some(record) = full {
+            self.count_dropped(&record, DropReason::QueueFull);
+            return Err(ScoreError::QueueFull);
+        }
+        // One wake-up per `batch_size` records at most; otherwise the worker's interval timer
+        // picks them up. Counting acceptances, rather than asking the queue its length, keeps
+        // the caller off the cache line the worker writes.
+        if (before + 1).is_multiple_of(shared.config.batch_size as u64) {
+            shared.wake_worker();
+        }
+        Ok(())
+    }
+
+    fn count_dropped(&self, record: &Record, reason: DropReason) {
+        let counters = &self.shared.counters;
+        counters.dropped(record.kind(), reason, 1);
+        if let Record::Trace(trace) = record {
+            counters.dropped(RecordKind::Score, reason, trace.scores.len() as u64);
+        }
+    }
+
+    pub(crate) fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        self.request_blocking("flush", timeout, flush_request)
+    }
+
+    pub(crate) async fn flush_async(&self, timeout: Duration) -> Result<(), FlushError> {
+        self.request_async(timeout, flush_request)
+            .await
+            .unwrap_or_else(|| Err(self.gone()))
+    }
+
+    /// Stops taking records and asks the worker to deliver what it can within `timeout`.
+    pub(crate) fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
+        self.shared.close();
+        match self.request_blocking("shutdown", timeout, shutdown_request) {
+            // The worker is gone: this is a repeated call; give the first call's outcome.
+            Err(FlushError::ShutDown) => self.shared.final_result(),
+            other => other,
+        }
+    }
+
+    pub(crate) async fn shutdown_async(&self, timeout: Duration) -> Result<(), FlushError> {
+        self.shared.close();
+        match self.request_async(timeout, shutdown_request).await {
+            Some(Err(FlushError::ShutDown)) | None => self.shared.final_result(),
+            Some(result) => result,
+        }
+    }
+
+    /// Why a request could not be answered: the worker is gone, by shutdown or by a panic.
+    fn gone(&self) -> FlushError {
+        match self.shared.refusal() {
+            Some(ScoreError::WorkerDied) => FlushError::WorkerDied,
+            _ => FlushError::ShutDown,
+        }
+    }
+
+    /// Sends a request to the worker and waits for its answer, on a plain channel: this works
+    /// with no runtime and inside any runtime, since the worker runs on its own.
+    fn request_blocking(
+        &self,
+        what: &str,
+        timeout: Duration,
+        make: MakeControl,
+    ) -> Result<(), FlushError> {
+        warn_if_on_async_runtime(what, timeout);
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if self
+            .control
+            .send(make(timeout, Reply::Blocking(reply)))
+            .is_err()
+        {
+            return Err(self.gone());
+        }
+        match answer.recv_timeout(timeout.saturating_add(ANSWER_SLACK)) {
+            Ok(result) => result,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                let stats = self.stats();
+                Err(FlushError::Timeout {
+                    pending: stats.scores.pending + stats.traces.pending,
+                    timeout,
+                })
+            }
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(self.gone()),
+        }
+    }
+
+    /// `None` when the worker is gone without answering.
+    async fn request_async(
+        &self,
+        timeout: Duration,
+        make: MakeControl,
+    ) -> Option<Result<(), FlushError>> {
+        let (reply, answer) = oneshot::channel();
+        self.control
+            .send(make(timeout, Reply::Async(reply)))
+            .ok()?;
+        answer.await.ok()
+    }
+}
+
+/// A blocking call on a thread that drives async tasks stalls all of them: say so, once.
+fn warn_if_on_async_runtime(what: &str, timeout: Duration) {
+    static WARNED: AtomicBool = AtomicBool::new(false);
+    if tokio::runtime::Handle::try_current().is_ok() && !WARNED.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            target: "pandaprobe",
+            "blocking {what}() called inside a tokio runtime: it blocks this thread for up to \
+             {timeout:?}, and every task on it; in async code use {what}_async() (warned once)"
+        );
+    }
+}

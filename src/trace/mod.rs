@@ -1,0 +1,371 @@
+//! Traces: the handle users hold while their agent runs. Ending a trace (or dropping its last
+//! handle) queues one `POST /traces` with every span embedded, followed by the scores made
+//! through it.
+
+mod data;
+mod sanitize;
+mod span;
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::SystemTime;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::client::Client;
+use crate::error::ScoreError;
+use crate::score::Score;
+
+pub(crate) use data::{as_object, not_null, EndedTrace, SpanData, TraceData};
+pub use data::{SpanKind, SpanStatus, TraceStatus, MAX_SPANS_PER_TRACE};
+pub use span::Span;
+
+/// A trace until it ends.
+struct OpenTrace {
+    data: TraceData,
+    /// Spans left out because the trace already had [`MAX_SPANS_PER_TRACE`].
+    spans_over_limit: u64,
+    /// Scores made through the trace, validated and counted, sent after it.
+    scores: Vec<Score>,
+}
+
+/// What a trace's handles and spans share.
+pub(crate) struct TraceShared {
+    client: Client,
+    trace_id: Uuid,
+    /// `None` once the trace has ended.
+    open: Mutex<Option<OpenTrace>>,
+}
+
+impl TraceShared {
+    fn lock(&self) -> MutexGuard<'_, Option<OpenTrace>> {
+        self.open
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn trace_id(&self) -> Uuid {
+        self.trace_id
+    }
+
+    /// Runs `f` on the trace's data while it is open; does nothing after it ended.
+    pub(crate) fn update(&self, f: impl FnOnce(&mut TraceData)) {
+        if let Some(open) = &mut *self.lock() {
+            f(&mut open.data);
+        }
+    }
+
+    /// Adds a span unless the trace has ended or is full; returns its position.
+    pub(crate) fn add_span(&self, span: SpanData) -> Option<usize> {
+        let mut guard = self.lock();
+        let open = guard.as_mut()?;
+        if open.data.spans.len() >= MAX_SPANS_PER_TRACE {
+            open.spans_over_limit += 1;
+            return None;
+        }
+        open.data.spans.push(span);
+        Some(open.data.spans.len() - 1)
+    }
+
+    /// Ends the trace once: open spans end with it, NUL characters are replaced, and one
+    /// record is queued. A trace ended by a panic is marked [`TraceStatus::Error`].
+    fn end(&self, panicking: bool) {
+        let Some(mut open) = self.lock().take() else {
+            return;
+        };
+        let now = SystemTime::now();
+        let data = &mut open.data;
+        data.ended_at.get_or_insert(now);
+        if panicking {
+            data.status = TraceStatus::Error;
+        }
+        for span in &mut data.spans {
+            span.ended_at.get_or_insert(now);
+        }
+        let nul_replaced = sanitize::replace_nul(data);
+        if let Some(producer) = self.client.producer() {
+            producer.trace_ended(
+                EndedTrace {
+                    data: open.data,
+                    scores: open.scores,
+                },
+                open.spans_over_limit,
+                nul_replaced,
+            );
+        }
+    }
+}
+
+/// Starts a trace with options; from [`Client::trace`].
+///
+/// ```
+/// use pandaprobe::Client;
+/// use serde_json::json;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::builder().enabled(false).build()?;
+/// let trace = client
+///     .trace("support-agent")
+///     .session_id("session-42")
+///     .user_id("user-7")
+///     .tags(["beta"])
+///     .input(json!({"messages": [{"role": "user", "content": "hi"}]}))
+///     .start();
+/// trace.end();
+/// # Ok(()) }
+/// ```
+#[must_use = "call .start() to open the trace"]
+pub struct TraceBuilder {
+    client: Client,
+    trace_id: Option<Uuid>,
+    name: String,
+    session_id: Option<String>,
+    user_id: Option<String>,
+    tags: Vec<String>,
+    input: Option<Value>,
+    metadata: Option<Value>,
+}
+
+impl fmt::Debug for TraceBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TraceBuilder")
+            .field("name", &self.name)
+            .field("trace_id", &self.trace_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TraceBuilder {
+    pub(crate) fn new(client: Client, name: String) -> TraceBuilder {
+        TraceBuilder {
+            client,
+            trace_id: None,
+            name,
+            session_id: None,
+            user_id: None,
+            tags: Vec::new(),
+            input: None,
+            metadata: None,
+        }
+    }
+
+    /// Uses this id instead of a fresh UUID (re-sending an id updates the stored trace).
+    pub fn trace_id(mut self, id: Uuid) -> Self {
+        self.trace_id = Some(id);
+        self
+    }
+
+    /// Groups this trace with others of the same session.
+    pub fn session_id(mut self, id: impl Into<String>) -> Self {
+        self.session_id = Some(id.into());
+        self
+    }
+
+    /// The end user this trace served.
+    pub fn user_id(mut self, id: impl Into<String>) -> Self {
+        self.user_id = Some(id.into());
+        self
+    }
+
+    /// Tags, added to any already given.
+    pub fn tags<I, T>(mut self, tags: I) -> Self
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<String>,
+    {
+        self.tags.extend(tags.into_iter().map(Into::into));
+        self
+    }
+
+    /// The trace's input, e.g. `{"messages":[{"role":"user","content":"hi"}]}`.
+    pub fn input(mut self, input: Value) -> Self {
+        self.input = not_null(input);
+        self
+    }
+
+    /// Metadata: a JSON object (`null` means none; anything else is kept under `"value"`).
+    pub fn metadata(mut self, metadata: Value) -> Self {
+        self.metadata = as_object(metadata);
+        self
+    }
+
+    /// Starts the clock and returns the trace's handle.
+    pub fn start(self) -> Trace {
+        let trace_id = self.trace_id.unwrap_or_else(Uuid::new_v4);
+        let data = TraceData {
+            trace_id,
+            name: self.name,
+            status: TraceStatus::Completed,
+            started_at: SystemTime::now(),
+            ended_at: None,
+            input: self.input,
+            output: None,
+            metadata: self.metadata,
+            session_id: self.session_id,
+            user_id: self.user_id,
+            tags: self.tags,
+            spans: Vec::new(),
+        };
+        let open = self.client.is_enabled().then_some(OpenTrace {
+            data,
+            spans_over_limit: 0,
+            scores: Vec::new(),
+        });
+        let shared = Arc::new(TraceShared {
+            client: self.client,
+            trace_id,
+            open: Mutex::new(open),
+        });
+        Trace {
+            handle: Arc::new(EndOnDrop(shared)),
+        }
+    }
+}
+
+/// Ends the trace when the last [`Trace`] handle goes. Spans hold the shared state, not this,
+/// so an open span never keeps its trace from ending.
+struct EndOnDrop(Arc<TraceShared>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        self.0.end(std::thread::panicking());
+    }
+}
+
+/// An open trace. Ending it ([`Trace::end`], or dropping its last handle) queues it, with all
+/// its spans, as one request; a span still open then ends with it. A trace whose last handle
+/// is dropped during a panic is sent with status [`TraceStatus::Error`].
+///
+/// `Clone + Send + Sync`: clones are handles to the same trace, so it can be shared between
+/// tasks and threads and ended from any of them, once. Setters take `&self`.
+///
+/// Limits, applied when the trace is sent, so that the server never rejects it: names are cut
+/// to 512 characters (an empty name becomes `"unnamed"`), session id, user id, environment,
+/// release and model to 255; spans beyond [`MAX_SPANS_PER_TRACE`] are left out, logged and
+/// counted in [`Stats::spans_dropped`](crate::Stats::spans_dropped); NUL characters, which the
+/// server cannot store, become U+FFFD, counted in [`Stats::nul_replaced`](crate::Stats::nul_replaced).
+///
+/// ```
+/// use pandaprobe::{Client, Score, SpanKind};
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::builder().enabled(false).build()?;
+/// let trace = client.start_trace("my-agent");
+/// let span = trace.span("llm-call", SpanKind::Llm);
+/// span.set_model("gpt-x");
+/// span.set_token_usage(3, 5);
+/// span.end();
+/// trace.score(Score::numeric(trace.trace_id(), "relevance", 0.9))?;
+///
+/// let shared = trace.clone(); // e.g. moved into another task
+/// std::thread::spawn(move || shared.end()).join().expect("ended");
+/// trace.end(); // already ended: does nothing
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+#[must_use = "a trace ends when its last handle is dropped"]
+pub struct Trace {
+    handle: Arc<EndOnDrop>,
+}
+
+impl fmt::Debug for Trace {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Trace")
+            .field("trace_id", &self.trace_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Trace {
+    fn shared(&self) -> &Arc<TraceShared> {
+        &self.handle.0
+    }
+
+    /// The trace's id: what scores refer to.
+    pub fn trace_id(&self) -> Uuid {
+        self.shared().trace_id
+    }
+
+    /// Sets the input.
+    pub fn set_input(&self, input: Value) {
+        self.shared().update(|d| d.input = not_null(input));
+    }
+
+    /// Sets the output.
+    pub fn set_output(&self, output: Value) {
+        self.shared().update(|d| d.output = not_null(output));
+    }
+
+    /// Sets the metadata: a JSON object (`null` means none; anything else is kept under `"value"`).
+    pub fn set_metadata(&self, metadata: Value) {
+        self.shared().update(|d| d.metadata = as_object(metadata));
+    }
+
+    /// Sets the status (default [`TraceStatus::Completed`]).
+    pub fn set_status(&self, status: TraceStatus) {
+        self.shared().update(|d| d.status = status);
+    }
+
+    /// Sets the session id.
+    pub fn set_session_id(&self, id: impl Into<String>) {
+        self.shared().update(|d| d.session_id = Some(id.into()));
+    }
+
+    /// Sets the user id.
+    pub fn set_user_id(&self, id: impl Into<String>) {
+        self.shared().update(|d| d.user_id = Some(id.into()));
+    }
+
+    /// Adds a tag.
+    pub fn add_tag(&self, tag: impl Into<String>) {
+        self.shared().update(|d| d.tags.push(tag.into()));
+    }
+
+    /// Opens a span at the top of the trace.
+    pub fn span(&self, name: impl Into<String>, kind: SpanKind) -> Span {
+        Span::open(self.shared(), None, name.into(), kind)
+    }
+
+    /// Opens a span under the span with id `parent` (for instrumentation that keeps span ids
+    /// rather than [`Span`] handles).
+    pub fn span_with_parent(
+        &self,
+        parent: Option<Uuid>,
+        name: impl Into<String>,
+        kind: SpanKind,
+    ) -> Span {
+        Span::open(self.shared(), parent, name.into(), kind)
+    }
+
+    /// Scores this trace: the score's trace id is replaced by this trace's. The score is
+    /// validated now; while the trace is open it waits with it, and it is sent once the server
+    /// has stored the trace (the server refuses scores for traces it has not stored). After
+    /// the trace has ended this is the same as [`Client::score`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Client::score`]: the score breaks a rule of the server, or (after the trace
+    /// ended) the queue is full or the client is shut down.
+    pub fn score(&self, mut score: Score) -> Result<(), ScoreError> {
+        let shared = self.shared();
+        score.set_trace_id(shared.trace_id);
+        score.validate()?;
+        {
+            let mut guard = shared.lock();
+            if let Some(open) = guard.as_mut() {
+                if let Some(producer) = shared.client.producer() {
+                    producer.accept_held_score();
+                    open.scores.push(score);
+                }
+                return Ok(());
+            }
+        }
+        shared.client.score(score)
+    }
+
+    /// Ends the trace now and queues it; later calls, from any clone, do nothing. Dropping the
+    /// last handle does the same.
+    pub fn end(&self) {
+        self.shared().end(false);
+    }
+}

@@ -1,0 +1,168 @@
+//! Spans: the steps of a trace. A span is sent with its trace; ending it stamps its end time.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::data::{as_object, not_null, SpanData, SpanKind, SpanStatus};
+use super::TraceShared;
+
+/// An open span. Ending it ([`Span::end`] or dropping it) stamps its end time; it is sent with
+/// its trace. Setters take `&self`; after the trace has ended they do nothing. A span dropped
+/// during a panic, with no status set, ends with [`SpanStatus::Error`].
+///
+/// ```
+/// use pandaprobe::{Client, SpanKind};
+/// use serde_json::json;
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::builder().enabled(false).build()?;
+/// let trace = client.start_trace("rag");
+/// let retrieve = trace.span("retrieve", SpanKind::Retriever);
+/// retrieve.set_output(json!({"documents": 3}));
+/// let llm = retrieve.span("answer", SpanKind::Llm); // a child span
+/// llm.set_model("gpt-x");
+/// llm.set_cost(0.0001);
+/// llm.end();
+/// retrieve.end();
+/// trace.end();
+/// # Ok(()) }
+/// ```
+#[must_use = "a span ends when it is dropped"]
+pub struct Span {
+    trace: Arc<TraceShared>,
+    span_id: Uuid,
+    /// Position in the trace's span list; `None` when the trace had ended or was full.
+    index: Option<usize>,
+}
+
+impl fmt::Debug for Span {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Span")
+            .field("span_id", &self.span_id)
+            .field("trace_id", &self.trace.trace_id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Span {
+    pub(crate) fn open(
+        trace: &Arc<TraceShared>,
+        parent: Option<Uuid>,
+        name: String,
+        kind: SpanKind,
+    ) -> Span {
+        let span_id = Uuid::new_v4();
+        let index = trace.add_span(SpanData::new(span_id, parent, name, kind));
+        Span {
+            trace: Arc::clone(trace),
+            span_id,
+            index,
+        }
+    }
+
+    fn update(&self, f: impl FnOnce(&mut SpanData)) {
+        let Some(index) = self.index else {
+            return;
+        };
+        self.trace.update(|data| {
+            if let Some(span) = data.spans.get_mut(index) {
+                f(span);
+            }
+        });
+    }
+
+    /// The span's id.
+    pub fn span_id(&self) -> Uuid {
+        self.span_id
+    }
+
+    /// The id of the trace this span belongs to.
+    pub fn trace_id(&self) -> Uuid {
+        self.trace.trace_id()
+    }
+
+    /// Opens a child span.
+    pub fn span(&self, name: impl Into<String>, kind: SpanKind) -> Span {
+        Span::open(&self.trace, Some(self.span_id), name.into(), kind)
+    }
+
+    /// Sets the input.
+    pub fn set_input(&self, input: Value) {
+        self.update(|s| s.input = not_null(input));
+    }
+
+    /// Sets the output.
+    pub fn set_output(&self, output: Value) {
+        self.update(|s| s.output = not_null(output));
+    }
+
+    /// Sets the model name.
+    pub fn set_model(&self, model: impl Into<String>) {
+        self.update(|s| s.model = Some(model.into()));
+    }
+
+    /// Sets the token usage as `{"prompt_tokens": …, "completion_tokens": …, "total_tokens": …}`.
+    pub fn set_token_usage(&self, prompt_tokens: u64, completion_tokens: u64) {
+        self.update(|s| {
+            s.token_usage = Some(serde_json::json!({
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens.saturating_add(completion_tokens),
+            }))
+        });
+    }
+
+    /// Sets the cost as `{"total": …}` (non-finite numbers are left out).
+    pub fn set_cost(&self, total: f64) {
+        if let Some(n) = serde_json::Number::from_f64(total) {
+            self.update(|s| s.cost = Some(serde_json::json!({ "total": n })));
+        }
+    }
+
+    /// Sets the model parameters, e.g. `{"temperature": 0.2}`.
+    pub fn set_model_parameters(&self, parameters: Value) {
+        self.update(|s| s.model_parameters = as_object(parameters));
+    }
+
+    /// Marks the moment the first token of a completion arrived.
+    pub fn set_completion_start(&self) {
+        self.update(|s| s.completion_start_time = Some(SystemTime::now()));
+    }
+
+    /// Sets the metadata: a JSON object (`null` means none; anything else is kept under `"value"`).
+    pub fn set_metadata(&self, metadata: Value) {
+        self.update(|s| s.metadata = as_object(metadata));
+    }
+
+    /// Records an error and sets the status to [`SpanStatus::Error`].
+    pub fn set_error(&self, error: impl Into<String>) {
+        self.update(|s| {
+            s.error = Some(error.into());
+            s.status = SpanStatus::Error;
+        });
+    }
+
+    /// Sets the status.
+    pub fn set_status(&self, status: SpanStatus) {
+        self.update(|s| s.status = status);
+    }
+
+    /// Ends the span now. Dropping it does the same.
+    pub fn end(self) {}
+}
+
+impl Drop for Span {
+    fn drop(&mut self) {
+        let panicking = std::thread::panicking();
+        self.update(|s| {
+            s.ended_at.get_or_insert_with(SystemTime::now);
+            if panicking && s.status == SpanStatus::Unset {
+                s.status = SpanStatus::Error;
+            }
+        });
+    }
+}

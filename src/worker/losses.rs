@@ -1,0 +1,111 @@
+//! Where every loss is seen: each drop is counted, handed to the user's hook, and logged at
+//! most once per reason every ten seconds, with the count and one example (trace id, name,
+//! status, the server's message). Losses counted on the callers' side (a full queue, NUL
+//! characters replaced, spans over the limit) are logged here too, from their counters.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::log_limiter::LogLimiter;
+use crate::drop_event::{DropEvent, DropReason};
+use crate::producer::Shared;
+
+/// How often a repeated warning is logged at most, with a count.
+const LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+pub(crate) struct Losses {
+    shared: Arc<Shared>,
+    limiter: LogLimiter,
+    /// Caller-side counters as last logged: queue full, NUL replaced, spans dropped.
+    logged: [u64; 3],
+}
+
+impl Losses {
+    pub(crate) fn new(shared: Arc<Shared>) -> Losses {
+        Losses {
+            shared,
+            limiter: LogLimiter::new(LOG_INTERVAL),
+            logged: [0; 3],
+        }
+    }
+
+    /// Counts, hooks and logs one drop.
+    pub(crate) fn dropped(&mut self, event: &DropEvent, now: Instant) {
+        self.shared
+            .counters
+            .dropped(event.kind(), event.reason(), 1);
+        if !self.shared.call_hook(event) && self.limiter.admit("hook", now).is_some() {
+            tracing::error!(
+                target: "pandaprobe",
+                "the on_drop hook panicked (caught; the worker goes on) for: {event}"
+            );
+        }
+        let auth = matches!(event.status(), Some(401 | 403));
+        let key = if auth { "auth" } else { event.reason().as_str() };
+        let Some(also) = self.limiter.admit(key, now) else {
+            return;
+        };
+        let more = if also > 0 {
+            format!(" (and {also} more since the last report)")
+        } else {
+            String::new()
+        };
+        let trace_id = event.trace_id();
+        let name = event.name();
+        match event.reason() {
+            _ if auth => tracing::error!(
+                target: "pandaprobe", %trace_id, name,
+                "the server refused the credentials; check PANDAPROBE_API_KEY (the key) and \
+                 PANDAPROBE_PROJECT_NAME (the project): {event}{more}"
+            ),
+            DropReason::QuotaExceeded => tracing::error!(
+                target: "pandaprobe", %trace_id, name,
+                "the account's trace quota is used up; records are dropped until it resets \
+                 or the plan changes: {event}{more}"
+            ),
+            DropReason::WorkerFailed => tracing::error!(
+                target: "pandaprobe", %trace_id, name, "{event}{more}"
+            ),
+            _ => tracing::warn!(target: "pandaprobe", %trace_id, name, "{event}{more}"),
+        }
+    }
+
+    /// Logs what the callers' side counted since the last report: records refused because the
+    /// queue was full, NUL characters replaced in traces, spans beyond the limit. `force` logs
+    /// regardless of the interval (at shutdown).
+    pub(crate) fn report_counters(&mut self, now: Instant, force: bool) {
+        let stats = self.shared.counters.snapshot();
+        let totals = [
+            self.shared.counters.queue_full_total(),
+            stats.nul_replaced,
+            stats.spans_dropped,
+        ];
+        let keys = ["queue_full", "nul_replaced", "spans_dropped"];
+        for i in 0..3 {
+            let new = totals[i].saturating_sub(self.logged[i]);
+            if new == 0 || !(force || self.limiter.admit(keys[i], now).is_some()) {
+                continue;
+            }
+            self.logged[i] = totals[i];
+            let max_queue_size = self.shared.config.max_queue_size;
+            match i {
+                0 => tracing::warn!(
+                    target: "pandaprobe",
+                    "dropped {new} record(s) because the queue was full (max_queue_size = \
+                     {max_queue_size}); raise it, or lower the scoring rate"
+                ),
+                1 => tracing::warn!(
+                    target: "pandaprobe",
+                    "replaced {new} NUL character(s) in traces with U+FFFD: the server cannot \
+                     store them, and would silently lose the whole trace"
+                ),
+                _ => tracing::warn!(
+                    target: "pandaprobe",
+                    "left out {new} span(s) of traces that had more than the server's 500"
+                ),
+            }
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! One endpoint's view of the server's rate limit, so that it is used to the last request.
+//!
+//! The server limits requests per API key and path in fixed windows: a window opens at the
+//! first request after the previous one expired, admits `limit` requests, answers 429 to the
+//! rest (without `Retry-After`) and does not extend. Its 429 body names the limit:
+//! `Rate limit exceeded: 200 per 1 minute`. So:
+//!
+//! - a 429 closes the path at once; answers of requests already in flight do not reopen it;
+//! - the window can only have opened before the answer to its first success here, so it has
+//!   expired by that answer plus the window's length: the path reopens then, with one probe
+//!   that opens the next window, and the rest follow once it succeeds;
+//! - with the limit known (configured, or learned from the 429), the path sends exactly
+//!   `limit` requests per window and never meets a 429 on its own;
+//! - when a 429 came before this client reached the limit, others share the key: from then on
+//!   the tail of each window is sent one request at a time, so each client wastes about one
+//!   request per window instead of a whole burst.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::config::RateLimit;
+
+/// Bounds on the round trip kept for the end-of-window guard.
+const MIN_RTT: Duration = Duration::from_millis(1);
+const MAX_RTT: Duration = Duration::from_secs(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Requests go (within the known limit).
+    Open,
+    /// Nothing goes before `until`; then a probe.
+    Closed { until: Instant },
+    /// One request alone opens a window; the rest wait for its answer.
+    Probing { sent: bool },
+}
+
+/// How an answer bears on the window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    Success,
+    RateLimited {
+        retry_after: Option<Duration>,
+        /// The limit the 429's body names, if it does.
+        named: Option<RateLimit>,
+    },
+    /// Anything else, a failure to connect included: it says nothing of the window.
+    Other,
+}
+
+pub(crate) struct RateWindow {
+    limit: Option<RateLimit>,
+    /// A configured limit is not replaced by what a 429 names.
+    configured: bool,
+    /// Cap on any pause (`max_retry_after`).
+    cap: Duration,
+    /// The first pause when nothing is known of the window.
+    first_pause: Duration,
+    unknown_pause: Duration,
+    state: State,
+    /// When this client began its current window; answers to requests sent before it
+    /// belong to an earlier window.
+    began_at: Option<Instant>,
+    /// The answer to the window's first success: the server's window opened before it.
+    opened_by: Option<Instant>,
+    sent: u32,
+    succeeded: u32,
+    /// Successes in the last window a 429 closed before this client reached the limit:
+    /// others use the key too.
+    share: Option<u32>,
+    failed_probes: u32,
+    rtt: Duration,
+}
+
+impl RateWindow {
+    pub(crate) fn new(configured: Option<RateLimit>, first_pause: Duration, cap: Duration) -> Self {
+        RateWindow {
+            limit: configured,
+            configured: configured.is_some(),
+            cap,
+            first_pause,
+            unknown_pause: first_pause,
+            state: State::Open,
+            began_at: None,
+            opened_by: None,
+            sent: 0,
+            succeeded: 0,
+            share: None,
+            failed_probes: 0,
+            rtt: MIN_RTT,
+        }
+    }
+
+    /// Whether a request may start now, with `in_flight` of this path's requests under way.
+    pub(crate) fn may_send(&mut self, now: Instant, in_flight: usize) -> bool {
+        match self.state {
+            State::Closed { until } if now < until => return false,
+            State::Closed { .. } => self.state = State::Probing { sent: false },
+            State::Probing { sent } => return !sent,
+            State::Open => {}
+        }
+        if let State::Probing { sent } = self.state {
+            return !sent;
+        }
+        let Some(limit) = self.limit else {
+            return true;
+        };
+        let Some(opened_by) = self.opened_by else {
+            // A known limit and no window yet: the first request opens one, alone.
+            if self.sent == 0 {
+                self.state = State::Probing { sent: false };
+                return true;
+            }
+            return false;
+        };
+        let end = opened_by + limit.window;
+        if now >= end {
+            // The window has expired for sure: the next request opens a new one.
+            self.state = State::Probing { sent: false };
+            return true;
+        }
+        // Near the end, a request could land in the next window and throw the count off.
+        let guard = self.rtt * 2;
+        if self.sent >= limit.limit || now + guard >= end {
+            self.state = State::Closed { until: end };
+            return false;
+        }
+        match self.share {
+            Some(share) if self.sent >= share.saturating_mul(3) / 4 => in_flight == 0,
+            _ => true,
+        }
+    }
+
+    /// A request starts now.
+    pub(crate) fn on_send(&mut self, now: Instant) {
+        if self.state == (State::Probing { sent: false }) {
+            self.state = State::Probing { sent: true };
+            self.new_window(now);
+        } else if self.began_at.is_none() {
+            self.began_at = Some(now);
+        }
+        self.sent += 1;
+    }
+
+    fn new_window(&mut self, now: Instant) {
+        self.began_at = Some(now);
+        self.opened_by = None;
+        self.sent = 0;
+        self.succeeded = 0;
+    }
+
+    /// A request sent at `sent_at` was answered (or failed) now.
+    pub(crate) fn on_answer(&mut self, now: Instant, sent_at: Instant, answer: Answer) {
+        if answer != Answer::Other {
+            let rtt = now.saturating_duration_since(sent_at);
+            self.rtt = (self.rtt * 7 / 8).max(rtt).clamp(MIN_RTT, MAX_RTT);
+        }
+        if let Answer::RateLimited {
+            named: Some(named), ..
+        } = answer
+        {
+            if !self.configured {
+                self.limit = Some(named);
+            }
+        }
+        if self.began_at.is_some_and(|began| sent_at < began) {
+            return; // from an earlier window: tells nothing of this one
+        }
+        match (answer, self.state) {
+            (Answer::Success, State::Probing { sent: true }) => {
+                self.state = State::Open;
+                self.opened_by = Some(now);
+                self.succeeded = 1;
+                self.failed_probes = 0;
+                self.unknown_pause = self.first_pause;
+            }
+            (Answer::Success, _) => {
+                self.succeeded += 1;
+                self.opened_by.get_or_insert(now);
+            }
+            (Answer::RateLimited { retry_after, .. }, State::Closed { until }) => {
+                // The rest of the burst that met the closed window: only a server's explicit
+                // word moves the reopening.
+                if let Some(wait) = retry_after {
+                    let later = now + wait.min(self.cap);
+                    self.state = State::Closed {
+                        until: until.max(later),
+                    };
+                }
+            }
+            (Answer::RateLimited { retry_after, .. }, State::Probing { sent: true }) => {
+                self.failed_probes += 1;
+                let until = now + self.reprobe_wait(retry_after);
+                self.state = State::Closed { until };
+            }
+            (Answer::RateLimited { retry_after, .. }, _) => {
+                self.share = match self.limit {
+                    Some(limit) if self.succeeded < limit.limit => Some(self.succeeded),
+                    _ => None,
+                };
+                let until = self.reopening(now, retry_after);
+                self.state = State::Closed { until };
+            }
+            (Answer::Other, State::Probing { sent: true }) => {
+                // The probe told nothing: another one may go.
+                self.state = State::Probing { sent: false };
+            }
+            (Answer::Other, _) => {}
+        }
+    }
+
+    /// When a window that a 429 just closed can have reopened.
+    fn reopening(&mut self, now: Instant, retry_after: Option<Duration>) -> Instant {
+        if let Some(wait) = retry_after {
+            return now + wait.min(self.cap);
+        }
+        let Some(limit) = self.limit else {
+            return now + self.next_unknown_pause();
+        };
+        let latest = now + limit.window.min(self.cap);
+        match self.opened_by {
+            Some(opened_by) if opened_by + limit.window > now => (opened_by + limit.window).min(latest),
+            // Nothing known of when it opened: look again soon.
+            _ => now + self.reprobe_wait(None),
+        }
+    }
+
+    /// The wait after a probe met a closed window: a 32nd of the window, doubling per failed
+    /// probe, at most a quarter of it.
+    fn reprobe_wait(&mut self, retry_after: Option<Duration>) -> Duration {
+        if let Some(wait) = retry_after {
+            return wait.min(self.cap);
+        }
+        let Some(limit) = self.limit else {
+            return self.next_unknown_pause();
+        };
+        let doublings = self.failed_probes.saturating_sub(1).min(3);
+        (limit.window / 32 * (1 << doublings)).min(self.cap)
+    }
+
+    fn next_unknown_pause(&mut self) -> Duration {
+        let pause = self.unknown_pause.min(self.cap);
+        self.unknown_pause = (self.unknown_pause * 2).min(self.cap);
+        pause
+    }
+
+    /// When the path wants to be looked at again, if it is closed.
+    pub(crate) fn wake_at(&self) -> Option<Instant> {
+        match self.state {
+            State::Closed { until } => Some(until),
+            _ => None,
+        }
+    }
+}
+
+/// The limit a 429's body names: `Rate limit exceeded: 200 per 1 minute`.
+pub(crate) fn named_limit(message: &str) -> Option<RateLimit> {
+    let (before, after) = message.split_once(" per ")?;
+    let limit: u32 = before.rsplit(' ').next()?.trim().parse().ok()?;
+    let mut words = after.split_whitespace();
+    let count: u64 = words.next()?.parse().ok()?;
+    let unit = words.next()?.trim_end_matches(|c: char| !c.is_alphabetic());
+    let unit = unit.strip_suffix('s').unwrap_or(unit);
+    let seconds = match unit.to_ascii_lowercase().as_str() {
+        "millisecond" => return Some(RateLimit::new(limit, Duration::from_millis(count))),
+        "second" => 1,
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        "month" => 30 * 86_400,
+        "year" => 365 * 86_400,
+        _ => return None,
+    };
+    Some(RateLimit::new(
+        limit,
+        Duration::from_secs(count.saturating_mul(seconds)),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+    const MS: Duration = Duration::from_millis(1);
+    const CAP: Duration = Duration::from_secs(60);
+
+    fn limited(limit: u32) -> Answer {
+        Answer::RateLimited {
+            retry_after: None,
+            named: Some(RateLimit::new(limit, SECOND)),
+        }
+    }
+
+    /// Sends while allowed; returns the send times.
+    fn burst(w: &mut RateWindow, now: Instant, max: usize) -> Vec<Instant> {
+        let mut sent = Vec::new();
+        while sent.len() < max && w.may_send(now, sent.len()) {
+            w.on_send(now);
+            sent.push(now);
+        }
+        sent
+    }
+
+    #[test]
+    fn the_limit_is_named_by_the_429_body() {
+        for (text, limit, window) in [
+            ("Rate limit exceeded: 200 per 1 minute", 200, 60 * SECOND),
+            ("Rate limit exceeded: 100 per 1 minute", 100, 60 * SECOND),
+            ("Rate limit exceeded: 5 per 2 seconds", 5, 2 * SECOND),
+            ("Rate limit exceeded: 10 per 1 hour", 10, 3600 * SECOND),
+            ("Rate limit exceeded: 5 per 250 millisecond", 5, 250 * MS),
+        ] {
+            assert_eq!(
+                named_limit(text),
+                Some(RateLimit::new(limit, window)),
+                "{text}"
+            );
+        }
+        for text in ["", "Too many requests", "Rate limit exceeded: x per 1 minute"] {
+            assert_eq!(named_limit(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_429_closes_at_once_and_in_flight_successes_do_not_reopen() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::new(None, 100 * MS, CAP);
+        assert_eq!(burst(&mut w, t0, 8).len(), 8, "nothing known: send freely");
+        w.on_answer(t0 + MS, t0, Answer::Success);
+        w.on_answer(t0 + 2 * MS, t0, limited(1));
+        assert!(!w.may_send(t0 + 2 * MS, 6));
+        for _ in 0..6 {
+            w.on_answer(t0 + 3 * MS, t0, Answer::Success);
+            w.on_answer(t0 + 3 * MS, t0, limited(1));
+        }
+        assert!(!w.may_send(t0 + 3 * MS, 0), "still closed");
+        // It opened before the first success's answer, so it has expired a second later.
+        assert_eq!(w.wake_at(), Some(t0 + MS + SECOND));
+    }
+
+    #[test]
+    fn after_the_window_one_probe_opens_the_next_and_the_limit_is_kept_exactly() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::new(None, 100 * MS, CAP);
+        burst(&mut w, t0, 12);
+        for _ in 0..10 {
+            w.on_answer(t0 + MS, t0, Answer::Success);
+        }
+        w.on_answer(t0 + MS, t0, limited(10));
+        w.on_answer(t0 + MS, t0, limited(10));
+        let reopen = w.wake_at().expect("closed");
+        assert_eq!(reopen, t0 + MS + SECOND);
+        assert!(!w.may_send(reopen - MS, 0));
+        assert_eq!(burst(&mut w, reopen, 32).len(), 1, "one probe");
+        w.on_answer(reopen + MS, reopen, Answer::Success);
+        let t1 = reopen + MS;
+        assert_eq!(burst(&mut w, t1, 32).len(), 9, "the limit, probe included");
+        assert_eq!(w.wake_at(), Some(t1 + SECOND), "closed until that window ends");
+        // The next window, the same way: no 429 at all.
+        let t2 = t1 + SECOND;
+        assert_eq!(burst(&mut w, t2, 32).len(), 1);
+        w.on_answer(t2 + MS, t2, Answer::Success);
+        assert_eq!(burst(&mut w, t2 + MS, 32).len(), 9);
+    }
+
+    #[test]
+    fn a_configured_limit_is_never_exceeded_from_the_start() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::new(Some(RateLimit::new(3, SECOND)), 100 * MS, CAP);
+        assert_eq!(burst(&mut w, t0, 8).len(), 1, "the first request alone");
+        w.on_answer(t0 + MS, t0, Answer::Success);
+        assert_eq!(burst(&mut w, t0 + MS, 8).len(), 2);
+        w.on_answer(t0 + 2 * MS, t0, limited(50));
+        assert_eq!(
+            w.limit,
+            Some(RateLimit::new(3, SECOND)),
+            "configured wins over what a 429 names"
+        );
+    }
+
+    #[test]
+    fn a_trickle_never_sends_into_the_next_window_by_accident() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::new(Some(RateLimit::new(100, SECOND)), 100 * MS, CAP);
+        assert!(w.may_send(t0, 0));
+        w.on_send(t0);
+        w.on_answer(t0 + 10 * MS, t0, Answer::Success);
+        assert!(w.may_send(t0 + 500 * MS, 0));
+        // Within twice the round trip of the window's end: wait for the end.
+        assert!(!w.may_send(t0 + 990 * MS, 0));
+        assert_eq!(w.wake_at(), Some(t0 + 10 * MS + SECOND));
+        // After it: a probe opens a new window.
+        assert_eq!(burst(&mut w, t0 + 10 * MS + SECOND, 5).len(), 1);
+    }
+
+    #[test]
+    fn a_failed_probe_looks_again_soon_growing_to_a_quarter_window() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::new(None, 100 * MS, CAP);
+        burst(&mut w, t0, 1);
+        // The very first request met a window others had filled: when it opened is unknown.
+        w.on_answer(t0 + MS, t0, limited(10));
+        let mut at = w.wake_at().expect("closed");
+        assert_eq!(at, t0 + MS + SECOND / 32);
+        let mut waits = Vec::new();
+        for _ in 0..5 {
+            assert_eq!(burst(&mut w, at, 5).len(), 1);
+            w.on_answer(at, at, limited(10));
+            let next = w.wake_at().expect("closed");
+            waits.push(next - at);
+            at = next;
+        }
+        let w32 = SECOND / 32;
+        assert_eq!(waits, [w32, w32 * 2, w32 * 4, w32 * 8, w32 * 8]);
+    }
+
+    #[test]
+    fn sharing_a_key_sends_the_tail_of_a_window_one_at_a_time() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::new(None, 100 * MS, CAP);
+        burst(&mut w, t0, 40);
+        for _ in 0..40 {
+            w.on_answer(t0 + MS, t0, Answer::Success);
+        }
+        w.on_answer(t0 + MS, t0, limited(100)); // others took the other 60
+        assert_eq!(w.share, Some(40));
+        let reopen = w.wake_at().expect("closed");
+        burst(&mut w, reopen, 1);
+        w.on_answer(reopen + MS, reopen, Answer::Success);
+        let t1 = reopen + MS;
+        assert_eq!(burst(&mut w, t1, 64).len(), 29, "full speed up to 3/4 of the share");
+        assert!(!w.may_send(t1, 1), "then one in flight at a time");
+        assert!(w.may_send(t1, 0));
+    }
+
+    #[test]
+    fn without_a_named_limit_pauses_double_up_to_the_cap() {
+        let t0 = Instant::now();
+        let cap = 300 * MS;
+        let mut w = RateWindow::new(None, 100 * MS, cap);
+        let unnamed = Answer::RateLimited {
+            retry_after: None,
+            named: None,
+        };
+        burst(&mut w, t0, 1);
+        w.on_answer(t0, t0, unnamed);
+        let mut at = t0;
+        let mut waits = Vec::new();
+        for _ in 0..3 {
+            let next = w.wake_at().expect("closed");
+            waits.push(next - at);
+            at = next;
+            burst(&mut w, at, 1);
+            w.on_answer(at, at, unnamed);
+        }
+        assert_eq!(waits, [100 * MS, 200 * MS, 300 * MS]);
+    }
+
+    #[test]
+    fn retry_after_is_honoured_and_capped() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::new(None, 100 * MS, 10 * SECOND);
+        burst(&mut w, t0, 2);
+        let after = |secs| Answer::RateLimited {
+            retry_after: Some(Duration::from_secs(secs)),
+            named: None,
+        };
+        w.on_answer(t0, t0, after(2));
+        assert_eq!(w.wake_at(), Some(t0 + 2 * SECOND));
+        w.on_answer(t0, t0, after(86_400));
+        assert_eq!(w.wake_at(), Some(t0 + 10 * SECOND));
+    }
+}

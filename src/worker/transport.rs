@@ -1,0 +1,267 @@
+//! HTTP: one record, one request. Built and dropped on the worker's own runtime.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use reqwest::Url;
+
+use crate::config::Config;
+
+/// The most of an answer's body the SDK reads: enough for the server's error message, and a
+/// bound on what a hostile or broken server can make it hold.
+pub(crate) const MAX_ANSWER_BYTES: usize = 4096;
+
+const USER_AGENT_VALUE: &str = concat!("pandaprobe-rust/", env!("CARGO_PKG_VERSION"));
+
+/// What one HTTP attempt produced, as the transport saw it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Attempt {
+    /// The server answered.
+    Answered {
+        status: u16,
+        /// `Retry-After`, already converted to a wait (uncapped).
+        retry_after: Option<Duration>,
+        /// The server's words, shortened: `detail` or `error` of a JSON body, else its text.
+        message: String,
+        /// The body was the server's domain error (`{"detail": …}`), not the rate limiter's
+        /// (`{"error": …}`): on a 429 that means a used-up quota.
+        detail: bool,
+    },
+    /// No answer. `ambiguous` when the request may have reached the server (a timeout or a
+    /// broken connection after sending), so a retry may store the record twice.
+    Failed { ambiguous: bool, message: String },
+}
+
+impl Attempt {
+    pub(crate) fn status(&self) -> Option<u16> {
+        match self {
+            Attempt::Answered { status, .. } => Some(*status),
+            Attempt::Failed { .. } => None,
+        }
+    }
+
+    pub(crate) fn message(&self) -> &str {
+        match self {
+            Attempt::Answered { message, .. } | Attempt::Failed { message, .. } => message,
+        }
+    }
+}
+
+pub(crate) struct Transport {
+    builder: Box<dyn Fn() -> reqwest::ClientBuilder + Send>,
+    /// Kept-alive connections, for first attempts.
+    pooled: reqwest::Client,
+    /// No idle connections kept: for probes and retries, which must not land on a socket the
+    /// server has closed.
+    fresh: reqwest::Client,
+    max_idle: usize,
+}
+
+impl Transport {
+    pub(crate) fn new(config: &Config) -> Result<Transport, reqwest::Error> {
+        let mut headers = HeaderMap::new();
+        headers.insert(HeaderName::from_static("x-api-key"), config.api_key.clone());
+        headers.insert(
+            HeaderName::from_static("x-project-name"),
+            config.project_name.clone(),
+        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        let (request_timeout, connect_timeout) = (config.request_timeout, config.connect_timeout);
+        let builder = move || {
+            reqwest::Client::builder()
+                .default_headers(headers.clone())
+                .timeout(request_timeout)
+                .connect_timeout(connect_timeout)
+                .redirect(reqwest::redirect::Policy::none())
+                .tcp_nodelay(true)
+                .http1_only()
+        };
+        let max_idle = config.max_in_flight;
+        Ok(Transport {
+            pooled: builder().pool_max_idle_per_host(max_idle).build()?,
+            fresh: builder().pool_max_idle_per_host(0).build()?,
+            builder: Box::new(builder),
+            max_idle,
+        })
+    }
+
+    /// The client for the next request: a fresh connection, or one from the pool.
+    pub(crate) fn client(&self, fresh_connection: bool) -> reqwest::Client {
+        if fresh_connection {
+            self.fresh.clone()
+        } else {
+            self.pooled.clone()
+        }
+    }
+
+    /// After a 500 the server closes the connection without saying so, and the pool would
+    /// hand that socket to the next request: start a new pool. Requests under way keep the
+    /// old one until they finish.
+    pub(crate) fn renew_pool(&mut self) {
+        if let Ok(pooled) = (self.builder)()
+            .pool_max_idle_per_host(self.max_idle)
+            .build()
+        {
+            self.pooled = pooled;
+        }
+    }
+}
+
+/// Sends one body and reports what happened; never fails otherwise.
+pub(crate) async fn send(
+    client: reqwest::Client,
+    url: Url,
+    body: Bytes,
+    request_id: HeaderValue,
+) -> Attempt {
+    let sent = client
+        .post(url)
+        .header(HeaderName::from_static("x-request-id"), request_id)
+        .body(body)
+        .send()
+        .await;
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(e) => return failed(&e),
+    };
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
+    // Read the answer (so the connection can be reused) but never more than the cap.
+    let mut head = Vec::with_capacity(256);
+    while head.len() < MAX_ANSWER_BYTES {
+        match response.chunk().await {
+            Ok(Some(chunk)) => {
+                let room = MAX_ANSWER_BYTES - head.len();
+                head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            Ok(None) | Err(_) => break,
+        }
+    }
+    // Only an error's words are worth reading; a success's body is just drained.
+    let (message, detail) = if (200..300).contains(&status) {
+        (String::new(), false)
+    } else {
+        server_message(&head)
+    };
+    Attempt::Answered {
+        status,
+        retry_after,
+        message,
+        detail,
+    }
+}
+
+fn failed(e: &reqwest::Error) -> Attempt {
+    // A refused or failed connect never reached the server; anything later might have.
+    let ambiguous = !e.is_connect();
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(inner) = source {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    Attempt::Failed { ambiguous, message }
+}
+
+/// Parses `Retry-After`: delay-seconds or an HTTP date (a date in the past means now).
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let date = httpdate::parse_http_date(value).ok()?;
+    Some(date.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The server's own words: `detail` or `error` from a JSON body, else the text, shortened; and
+/// whether it was a `detail` (a domain error).
+fn server_message(body: &[u8]) -> (String, bool) {
+    const SHOWN: usize = 300;
+    if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
+        for key in ["detail", "error"] {
+            if let Some(text) = json.get(key).and_then(|v| v.as_str()) {
+                let mut message = text.to_owned();
+                if let Some(errors) = json.get("errors") {
+                    message.push_str(": ");
+                    message.push_str(&errors.to_string());
+                }
+                return (shorten(message, SHOWN), key == "detail");
+            }
+        }
+    }
+    (
+        shorten(String::from_utf8_lossy(body).into_owned(), SHOWN),
+        false,
+    )
+}
+
+fn shorten(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+        text.push('…');
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_messages_are_extracted_and_bounded() {
+        assert_eq!(
+            server_message(br#"{"detail":"Invalid API key"}"#),
+            ("Invalid API key".into(), true)
+        );
+        assert_eq!(
+            server_message(br#"{"error":"Rate limit exceeded: 200 per 1 minute"}"#),
+            ("Rate limit exceeded: 200 per 1 minute".into(), false)
+        );
+        let (v, _) = server_message(
+            br#"{"detail":"Validation error","errors":[{"field":"value","message":"bad"}]}"#,
+        );
+        assert!(
+            v.starts_with("Validation error: [") && v.contains("bad"),
+            "{v}"
+        );
+        assert_eq!(
+            server_message(b"Internal Server Error"),
+            ("Internal Server Error".into(), false)
+        );
+        let (long, _) = server_message(&[b'x'; 5000]);
+        assert!(long.chars().count() <= 301);
+        let (garbage, _) = server_message(&[0xff, 0xfe, b'a']);
+        assert!(garbage.ends_with('a'));
+        assert_eq!(shorten("ééé".into(), 3), "é…");
+    }
+
+    #[test]
+    fn retry_after_seconds_and_dates() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000_000);
+        assert_eq!(parse_retry_after("1", now), Some(Duration::from_secs(1)));
+        assert_eq!(
+            parse_retry_after(" 86400 ", now),
+            Some(Duration::from_secs(86400))
+        );
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(30));
+        assert_eq!(
+            parse_retry_after(&later, now),
+            Some(Duration::from_secs(30))
+        );
+        let earlier = httpdate::fmt_http_date(now - Duration::from_secs(30));
+        assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon", now), None);
+        assert_eq!(parse_retry_after("-1", now), None);
+    }
+}
