@@ -69,12 +69,13 @@ impl Client {
 
     pub(crate) fn start(config: Config) -> Result<Client, ConfigError> {
         let (records, queue) = crossbeam_channel::bounded(config.max_queue_size);
+        let (notices, notices_rx) = crossbeam_channel::bounded(config.max_queue_size);
         let (control, control_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared::new(config));
-        let worker = worker::spawn(Arc::clone(&shared), queue, control_rx)?;
+        let worker = worker::spawn(Arc::clone(&shared), queue, notices_rx, control_rx)?;
         Ok(Client {
             inner: Some(Arc::new(Inner {
-                producer: Producer::new(shared, records, control),
+                producer: Producer::new(shared, records, notices, control),
                 worker,
             })),
         })

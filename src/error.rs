@@ -101,6 +101,8 @@ pub enum FlushError {
     ShutDown,
     /// The worker thread died of a panic; what it held was dropped and counted as
     /// `worker_failed`.
-    #[error("the pandaprobe worker has died; undelivered records were dropped (see the ERROR log)")]
+    #[error(
+        "the pandaprobe worker has died; undelivered records were dropped (see the ERROR log)"
+    )]
     WorkerDied,
 }

@@ -160,5 +160,7 @@ pub fn start_trace(name: impl Into<String>) -> Trace {
 
 /// [`Client::trace`] on the global client; see [`start_trace`].
 pub fn trace(name: impl Into<String>) -> TraceBuilder {
-    current("trace").unwrap_or_else(Client::disabled).trace(name)
+    current("trace")
+        .unwrap_or_else(Client::disabled)
+        .trace(name)
 }

@@ -6,28 +6,28 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use pandaprobe::{Client, Score, ScoreDataType};
+//! use pandaprobe::{Client, Score};
+//! use pandaprobe_testing::TestServer; // a PandaProbe in this process (a dev-dependency)
 //!
-//! # #[cfg(not(feature = "testing"))] fn main() {}
-//! # #[cfg(feature = "testing")]
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! # let server = pandaprobe::testing::TestServer::start()?; // an in-process PandaProbe
-//! let client = Client::builder()
-//!     .api_key("sk_pp_test")
-//!     .project_name("my-project")
-//!     .endpoint(server.url()) // default https://api.pandaprobe.com
-//!     .build()?;
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let server = TestServer::builder().lenient().start()?;
+//!     let client = Client::builder()
+//!         .api_key(server.api_key()) // your sk_pp_… key
+//!         .project_name("my-project")
+//!         .endpoint(server.url()) // default https://api.pandaprobe.com
+//!         .build()?;
 //!
-//! // Open a trace, end it, then score it by its id.
-//! let trace = client.start_trace("my-agent");
-//! let trace_id = trace.trace_id();
-//! trace.end();
+//!     // Open a trace, end it, then score it by its id.
+//!     let trace = client.start_trace("my-agent");
+//!     let trace_id = trace.trace_id();
+//!     trace.end();
 //!
-//! client.score(Score::new(trace_id, "user_satisfaction", "0.9").reason("thumbs up"))?;
-//! client.score(Score::boolean(trace_id, "hallucination_free", true))?;
-//! client.flush(Duration::from_secs(10))?; // every score above is now delivered, or counted
-//! assert_eq!(client.stats().scores.sent, 2);
-//! # Ok(()) }
+//!     client.score(Score::new(trace_id, "user_satisfaction", "0.9").reason("thumbs up"))?;
+//!     client.score(Score::boolean(trace_id, "hallucination_free", true))?;
+//!     client.flush(Duration::from_secs(10))?; // Ok: every score above is delivered
+//!     assert_eq!(client.stats().scores.sent, 2);
+//!     Ok(())
+//! }
 //! ```
 //!
 //! ## How a score travels
@@ -54,25 +54,35 @@
 //! [`ClientBuilder::shutdown_timeout`]. For the global client, keep the guard of [`init`]:
 //! `let _guard = pandaprobe::init(client);` at the top of `main`.
 //!
+//! ## `tracing` integration
+//!
+//! With the `tracing-layer` feature, `TracingLayer` records the `tracing` spans you mark
+//! (`pandaprobe.trace`, `pandaprobe.kind`) as traces and spans. [`current_trace_id`] finds the
+//! trace of the current span, or of a trace entered with [`Trace::enter`] or
+//! [`Trace::in_scope`].
+//!
 //! ## Supported Rust
 //!
 //! The minimum supported Rust version is the `rust-version` in `Cargo.toml`.
 #![warn(missing_docs)]
+#![doc(test(attr(deny(warnings))))]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
 mod client;
 mod config;
+mod context;
 mod drop_event;
 mod error;
 mod global;
 mod producer;
-mod python_float;
 mod record;
 mod score;
 mod stats;
 mod text;
 mod trace;
+#[cfg(feature = "tracing-layer")]
+mod tracing_layer;
 mod worker;
 
 pub use client::Client;
@@ -82,6 +92,7 @@ pub use config::{
     DEFAULT_MAX_RETRY_AFTER, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_INITIAL_BACKOFF,
     DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_RETRY_MAX_ELAPSED, DEFAULT_SHUTDOWN_TIMEOUT,
 };
+pub use context::{current_trace_id, EnteredTrace, InScope};
 pub use drop_event::{DropEvent, DropReason, RecordKind};
 pub use error::{ConfigError, FlushError, ScoreError};
 pub use global::{
@@ -94,4 +105,12 @@ pub use text::Text;
 pub use trace::{
     Span, SpanKind, SpanStatus, Trace, TraceBuilder, TraceStatus, MAX_SPANS_PER_TRACE,
 };
+#[cfg(feature = "tracing-layer")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tracing-layer")))]
+pub use tracing_layer::{TracingLayer, DEFAULT_MAX_TRACE_DURATION};
 pub use uuid::Uuid;
+
+/// The README's code blocks, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::config::{Config, QueueFullPolicy};
 use crate::drop_event::{DropEvent, DropReason, RecordKind};
 use crate::error::{FlushError, ScoreError};
-use crate::record::Record;
+use crate::record::{Notice, Record};
 use crate::score::Score;
 use crate::stats::{Counters, Stats};
 use crate::trace::EndedTrace;
@@ -164,6 +164,7 @@ fn shutdown_request(timeout: Duration, reply: Reply) -> Control {
 pub(crate) struct Producer {
     shared: Arc<Shared>,
     records: Sender<Record>,
+    notices: Sender<Notice>,
     control: mpsc::UnboundedSender<Control>,
 }
 
@@ -171,13 +172,22 @@ impl Producer {
     pub(crate) fn new(
         shared: Arc<Shared>,
         records: Sender<Record>,
+        notices: Sender<Notice>,
         control: mpsc::UnboundedSender<Control>,
     ) -> Producer {
         Producer {
             shared,
             records,
+            notices,
             control,
         }
+    }
+
+    /// Tells the worker a trace was opened, so that scores for it wait for it. Best effort:
+    /// with the notice channel full, such scores go at once and are retried until it is
+    /// stored.
+    pub(crate) fn trace_opened(&self, trace_id: uuid::Uuid) {
+        let _ = self.notices.try_send(Notice::Opened(trace_id));
     }
 
     pub(crate) fn config(&self) -> &Config {
@@ -209,6 +219,7 @@ impl Producer {
         let id = trace.data.trace_id;
         let name = trace.data.name.clone();
         if let Err(error) = self.enqueue(Record::Trace(Box::new(trace))) {
+            let _ = self.notices.try_send(Notice::Abandoned(id));
             let reason = match error {
                 ScoreError::QueueFull => DropReason::QueueFull,
                 ScoreError::WorkerDied => DropReason::WorkerFailed,
@@ -352,9 +363,7 @@ impl Producer {
         make: MakeControl,
     ) -> Option<Result<(), FlushError>> {
         let (reply, answer) = oneshot::channel();
-        self.control
-            .send(make(timeout, Reply::Async(reply)))
-            .ok()?;
+        self.control.send(make(timeout, Reply::Async(reply))).ok()?;
         answer.await.ok()
     }
 }

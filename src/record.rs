@@ -1,5 +1,7 @@
 //! What travels through the queue from the callers to the worker.
 
+use uuid::Uuid;
+
 use crate::drop_event::RecordKind;
 use crate::score::Score;
 use crate::trace::EndedTrace;
@@ -19,6 +21,16 @@ impl Record {
             Record::Trace(_) => RecordKind::Trace,
         }
     }
+}
+
+/// What the worker should know of traces before they end, on a channel of its own: a score
+/// for a trace still open in this process waits for it rather than meeting a 500.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Notice {
+    /// A trace was opened.
+    Opened(Uuid),
+    /// It ended but could not be queued: nothing should wait for it.
+    Abandoned(Uuid),
 }
 
 #[cfg(test)]

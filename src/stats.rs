@@ -82,7 +82,9 @@ impl Counters {
     }
 
     pub(crate) fn dropped(&self, kind: RecordKind, reason: DropReason, n: u64) {
-        self.kind(kind).dropped(reason).fetch_add(n, Ordering::Release);
+        self.kind(kind)
+            .dropped(reason)
+            .fetch_add(n, Ordering::Release);
     }
 
     pub(crate) fn request(&self) {

@@ -4,10 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::HeaderValue;
-
-use super::env::{self, invalid, EnvValue};
-use super::{parse_endpoint, validate_project_name, Config, Hook, RateLimit, MAX_DURATION};
+use super::env::{self, EnvValue};
+use super::{Config, Hook, RateLimit};
 use crate::client::Client;
 use crate::drop_event::DropEvent;
 use crate::error::ConfigError;
@@ -54,7 +52,7 @@ pub enum QueueFullPolicy {
 
 /// The API key: kept out of every `Debug` and `Display` output.
 #[derive(Clone)]
-struct ApiKey(String);
+pub(super) struct ApiKey(pub(super) String);
 
 impl fmt::Debug for ApiKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -113,31 +111,31 @@ impl fmt::Debug for ApiKey {
 #[derive(Clone)]
 #[must_use = "call .build() to make the client"]
 pub struct ClientBuilder {
-    api_key: Option<ApiKey>,
-    project_name: Option<String>,
-    endpoint: String,
-    environment: Option<String>,
-    release: Option<String>,
-    enabled: bool,
-    debug: bool,
-    batch_size: usize,
-    flush_interval: Duration,
-    max_queue_size: usize,
-    max_in_flight: usize,
-    request_timeout: Duration,
-    connect_timeout: Duration,
-    max_retries: u32,
-    retry_initial_backoff: Duration,
-    retry_max_backoff: Duration,
-    retry_max_elapsed: Duration,
-    max_retry_after: Duration,
-    shutdown_timeout: Duration,
-    queue_full: QueueFullPolicy,
-    scores_rate_limit: Option<RateLimit>,
-    traces_rate_limit: Option<RateLimit>,
-    on_drop: Option<Hook>,
+    pub(super) api_key: Option<ApiKey>,
+    pub(super) project_name: Option<String>,
+    pub(super) endpoint: String,
+    pub(super) environment: Option<String>,
+    pub(super) release: Option<String>,
+    pub(super) enabled: bool,
+    pub(super) debug: bool,
+    pub(super) batch_size: usize,
+    pub(super) flush_interval: Duration,
+    pub(super) max_queue_size: usize,
+    pub(super) max_in_flight: usize,
+    pub(super) request_timeout: Duration,
+    pub(super) connect_timeout: Duration,
+    pub(super) max_retries: u32,
+    pub(super) retry_initial_backoff: Duration,
+    pub(super) retry_max_backoff: Duration,
+    pub(super) retry_max_elapsed: Duration,
+    pub(super) max_retry_after: Duration,
+    pub(super) shutdown_timeout: Duration,
+    pub(super) queue_full: QueueFullPolicy,
+    pub(super) scores_rate_limit: Option<RateLimit>,
+    pub(super) traces_rate_limit: Option<RateLimit>,
+    pub(super) on_drop: Option<Hook>,
     /// Environment values that did not parse, reported by `build()` unless a setter replaced them.
-    env_errors: Vec<ConfigError>,
+    pub(super) env_errors: Vec<ConfigError>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -432,87 +430,6 @@ impl ClientBuilder {
     }
 
     pub(crate) fn into_config(self) -> Result<Config, ConfigError> {
-        if let Some(e) = self.env_errors.into_iter().next() {
-            return Err(e);
-        }
-        let api_key = match self.api_key {
-            Some(ApiKey(key)) if !key.trim().is_empty() => key,
-            _ => {
-                return Err(ConfigError::Missing {
-                    setting: "api_key",
-                    env: "PANDAPROBE_API_KEY",
-                })
-            }
-        };
-        let mut api_key = HeaderValue::from_str(api_key.trim()).map_err(|_| {
-            invalid(
-                "api_key",
-                "it contains characters not allowed in an HTTP header",
-            )
-        })?;
-        api_key.set_sensitive(true);
-        let project_name = match self.project_name {
-            Some(name) => validate_project_name(&name)?,
-            None => {
-                return Err(ConfigError::Missing {
-                    setting: "project_name",
-                    env: "PANDAPROBE_PROJECT_NAME",
-                })
-            }
-        };
-        let (scores_url, traces_url) = parse_endpoint(&self.endpoint)?;
-        for (setting, value) in [
-            ("environment", &self.environment),
-            ("release", &self.release),
-        ] {
-            if value.as_deref().is_some_and(|v| v.contains('\0')) {
-                return Err(invalid(
-                    setting,
-                    "contains a NUL character, which the server cannot store",
-                ));
-            }
-        }
-        let positive = |setting: &'static str, n: usize| {
-            if n == 0 {
-                Err(invalid(setting, "must be at least 1"))
-            } else {
-                Ok(n)
-            }
-        };
-        let nonzero = |setting: &'static str, d: Duration| {
-            if d.is_zero() {
-                Err(invalid(setting, "must be longer than zero"))
-            } else {
-                Ok(d.min(MAX_DURATION))
-            }
-        };
-        Ok(Config {
-            api_key,
-            project_name,
-            scores_url,
-            traces_url,
-            environment: self.environment,
-            release: self.release,
-            debug: self.debug,
-            batch_size: positive("batch_size", self.batch_size)?,
-            flush_interval: nonzero("flush_interval", self.flush_interval)?,
-            max_queue_size: positive("max_queue_size", self.max_queue_size)?,
-            max_in_flight: positive("max_in_flight", self.max_in_flight)?,
-            request_timeout: nonzero("request_timeout", self.request_timeout)?,
-            connect_timeout: nonzero("connect_timeout", self.connect_timeout)?,
-            max_retries: self.max_retries,
-            retry_initial_backoff: nonzero("retry_backoff", self.retry_initial_backoff)?,
-            retry_max_backoff: self
-                .retry_max_backoff
-                .max(self.retry_initial_backoff)
-                .min(MAX_DURATION),
-            retry_max_elapsed: self.retry_max_elapsed.min(MAX_DURATION),
-            max_retry_after: self.max_retry_after.min(MAX_DURATION),
-            shutdown_timeout: self.shutdown_timeout.min(MAX_DURATION),
-            queue_full: self.queue_full,
-            scores_rate_limit: self.scores_rate_limit,
-            traces_rate_limit: self.traces_rate_limit,
-            on_drop: self.on_drop,
-        })
+        super::resolve(self)
     }
 }

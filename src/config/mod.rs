@@ -13,6 +13,7 @@ use reqwest::Url;
 
 use crate::drop_event::DropHook;
 use crate::error::ConfigError;
+use builder::ApiKey;
 use env::invalid;
 
 pub use builder::{
@@ -88,6 +89,89 @@ impl Config {
             .strip_suffix("/traces")
             .unwrap_or(self.traces_url.as_str())
     }
+}
+
+/// Checks a builder's settings and resolves them into the configuration the client runs on.
+fn resolve(b: ClientBuilder) -> Result<Config, ConfigError> {
+    if let Some(e) = b.env_errors.into_iter().next() {
+        return Err(e);
+    }
+    let api_key = match b.api_key {
+        Some(ApiKey(key)) if !key.trim().is_empty() => key,
+        _ => {
+            return Err(ConfigError::Missing {
+                setting: "api_key",
+                env: "PANDAPROBE_API_KEY",
+            })
+        }
+    };
+    let mut api_key = HeaderValue::from_str(api_key.trim()).map_err(|_| {
+        invalid(
+            "api_key",
+            "it contains characters not allowed in an HTTP header",
+        )
+    })?;
+    api_key.set_sensitive(true);
+    let project_name = match b.project_name {
+        Some(name) => validate_project_name(&name)?,
+        None => {
+            return Err(ConfigError::Missing {
+                setting: "project_name",
+                env: "PANDAPROBE_PROJECT_NAME",
+            })
+        }
+    };
+    let (scores_url, traces_url) = parse_endpoint(&b.endpoint)?;
+    for (setting, value) in [("environment", &b.environment), ("release", &b.release)] {
+        if value.as_deref().is_some_and(|v| v.contains('\0')) {
+            return Err(invalid(
+                setting,
+                "contains a NUL character, which the server cannot store",
+            ));
+        }
+    }
+    let positive = |setting: &'static str, n: usize| {
+        if n == 0 {
+            Err(invalid(setting, "must be at least 1"))
+        } else {
+            Ok(n)
+        }
+    };
+    let nonzero = |setting: &'static str, d: Duration| {
+        if d.is_zero() {
+            Err(invalid(setting, "must be longer than zero"))
+        } else {
+            Ok(d.min(MAX_DURATION))
+        }
+    };
+    Ok(Config {
+        api_key,
+        project_name,
+        scores_url,
+        traces_url,
+        environment: b.environment,
+        release: b.release,
+        debug: b.debug,
+        batch_size: positive("batch_size", b.batch_size)?,
+        flush_interval: nonzero("flush_interval", b.flush_interval)?,
+        max_queue_size: positive("max_queue_size", b.max_queue_size)?,
+        max_in_flight: positive("max_in_flight", b.max_in_flight)?,
+        request_timeout: nonzero("request_timeout", b.request_timeout)?,
+        connect_timeout: nonzero("connect_timeout", b.connect_timeout)?,
+        max_retries: b.max_retries,
+        retry_initial_backoff: nonzero("retry_backoff", b.retry_initial_backoff)?,
+        retry_max_backoff: b
+            .retry_max_backoff
+            .max(b.retry_initial_backoff)
+            .min(MAX_DURATION),
+        retry_max_elapsed: b.retry_max_elapsed.min(MAX_DURATION),
+        max_retry_after: b.max_retry_after.min(MAX_DURATION),
+        shutdown_timeout: b.shutdown_timeout.min(MAX_DURATION),
+        queue_full: b.queue_full,
+        scores_rate_limit: b.scores_rate_limit,
+        traces_rate_limit: b.traces_rate_limit,
+        on_drop: b.on_drop,
+    })
 }
 
 /// The server's rule: 1-255 characters of letters, digits, space, `-`, `_`, `.`, `'`, starting

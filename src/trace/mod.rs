@@ -7,6 +7,7 @@ mod sanitize;
 mod span;
 
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::SystemTime;
 
@@ -14,6 +15,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::client::Client;
+use crate::context::{EnteredTrace, InScope};
 use crate::error::ScoreError;
 use crate::score::Score;
 
@@ -207,6 +209,9 @@ impl TraceBuilder {
             tags: self.tags,
             spans: Vec::new(),
         };
+        if let Some(producer) = self.client.producer() {
+            producer.trace_opened(trace_id);
+        }
         let open = self.client.is_enabled().then_some(OpenTrace {
             data,
             spans_over_limit: 0,
@@ -367,5 +372,45 @@ impl Trace {
     /// last handle does the same.
     pub fn end(&self) {
         self.shared().end(false);
+    }
+
+    /// Makes this the current trace on this thread until the guard is dropped:
+    /// [`current_trace_id`](crate::current_trace_id) returns its id, ahead of any `tracing`
+    /// span's trace. Guards nest. For async code, use [`in_scope`](Self::in_scope).
+    ///
+    /// ```
+    /// # let client = pandaprobe::Client::disabled();
+    /// let trace = client.start_trace("batch-job");
+    /// let _entered = trace.enter();
+    /// assert_eq!(pandaprobe::current_trace_id(), Some(trace.trace_id()));
+    /// ```
+    pub fn enter(&self) -> EnteredTrace<'_> {
+        EnteredTrace::new(self)
+    }
+
+    /// Wraps `future` so that this is the current trace whenever it is polled, on whichever
+    /// thread polls it (like `tracing`'s `Instrumented`). The future holds a handle to the
+    /// trace.
+    ///
+    /// ```
+    /// # async fn answer() -> String { String::from("42") }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let client = pandaprobe::Client::disabled();
+    /// # let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    /// # runtime.block_on(async {
+    /// let trace = client.start_trace("agent");
+    /// let answer = trace
+    ///     .in_scope(async {
+    ///         let answer = answer().await;
+    ///         // This trace, after every .await, whichever thread resumes the future.
+    ///         assert_eq!(pandaprobe::current_trace_id(), Some(trace.trace_id()));
+    ///         answer
+    ///     })
+    ///     .await;
+    /// # });
+    /// # Ok(()) }
+    /// ```
+    pub fn in_scope<F: Future>(&self, future: F) -> InScope<F> {
+        InScope::new(self.clone(), future)
     }
 }

@@ -117,7 +117,10 @@ mod tests {
         t.spans[0].cost = Some(json!({"\0": 1.0}));
         assert_eq!(replace_nul(&mut t), 9);
         assert_eq!(t.name, "t\u{FFFD}");
-        assert_eq!(t.input, Some(json!({"messages": [{"content": "a\u{FFFD}b\u{FFFD}"}]})));
+        assert_eq!(
+            t.input,
+            Some(json!({"messages": [{"content": "a\u{FFFD}b\u{FFFD}"}]}))
+        );
         assert_eq!(t.metadata, Some(json!({"k\u{FFFD}": "v"})));
         assert_eq!(t.tags, ["ok", "\u{FFFD}"]);
         assert_eq!(t.spans[0].name, "span\u{FFFD}");

@@ -43,7 +43,11 @@ impl Losses {
             );
         }
         let auth = matches!(event.status(), Some(401 | 403));
-        let key = if auth { "auth" } else { event.reason().as_str() };
+        let key = if auth {
+            "auth"
+        } else {
+            event.reason().as_str()
+        };
         let Some(also) = self.limiter.admit(key, now) else {
             return;
         };

@@ -1,5 +1,5 @@
-//! The background worker: its own thread and current-thread tokio runtime, and the event loop
-//! that moves records from the queue to the server. Every rule lives in a part it calls:
+//! The background worker's event loop, which moves records from the queue to the server, on
+//! its own thread and runtime (`thread`). Every rule lives in a part it calls:
 //!
 //! - `wake`: when to look at the queue; `job`: a record in hand;
 //! - `trace_gate` (with `storage_model`): scores held until their trace is stored;
@@ -7,29 +7,32 @@
 //! - `retry` (with `retry_queue`): what an answer means, and when to try again;
 //! - `flush_barrier`, `waiters`: what flush and shutdown wait for, and their deadlines;
 //! - `losses` (with `log_limiter`): every drop counted, hooked and logged;
-//! - `transport`: one request.
+//! - `transport`: one request; `outcome`: what its answer does; `ending`: shutdown and panics.
 
+mod ending;
 mod flush_barrier;
 mod job;
 mod lane;
 mod log_limiter;
 mod losses;
+mod outcome;
 mod rate_window;
 mod retry;
 mod retry_queue;
 mod storage_model;
+mod thread;
 mod trace_gate;
 mod transport;
 mod waiters;
 mod wake;
 
-use std::any::Any;
+pub(crate) use thread::{spawn, WorkerHandle};
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::Receiver;
@@ -42,96 +45,20 @@ use uuid::Uuid;
 use crate::body::{score_body, trace_body};
 use crate::config::Config;
 use crate::drop_event::{DropEvent, DropReason, RecordKind};
-use crate::error::ConfigError;
 use crate::producer::{Control, Shared};
-use crate::record::Record;
+use crate::record::{Notice, Record};
 use crate::score::Score;
 use flush_barrier::FlushBarrier;
 use job::Job;
 use lane::Lane;
 use losses::Losses;
-use rate_window::{named_limit, Answer, RateWindow};
-use retry::{RetryPolicy, Verdict};
+use rate_window::RateWindow;
+use retry::RetryPolicy;
 use retry_queue::RetryQueue;
 use trace_gate::TraceGate;
 use transport::{Attempt, Transport};
 use waiters::Waiters;
 use wake::{Poller, Watch};
-
-/// The worker thread, for joining it once it has exited.
-pub(crate) struct WorkerHandle {
-    thread: Mutex<Option<JoinHandle<()>>>,
-    /// Disconnects when the worker thread is about to exit.
-    exited: Receiver<()>,
-}
-
-impl WorkerHandle {
-    /// Joins the thread if it has exited or does so shortly; never waits unboundedly.
-    pub(crate) fn join(&self) {
-        if let Err(crossbeam_channel::RecvTimeoutError::Disconnected) =
-            self.exited.recv_timeout(Duration::from_millis(250))
-        {
-            let handle = self
-                .thread
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .take();
-            if let Some(handle) = handle {
-                let _ = handle.join();
-            }
-        }
-    }
-}
-
-/// Starts the worker thread and waits until its runtime and HTTP client are built.
-pub(crate) fn spawn(
-    shared: Arc<Shared>,
-    records: Receiver<Record>,
-    control: mpsc::UnboundedReceiver<Control>,
-) -> Result<WorkerHandle, ConfigError> {
-    let (ready_tx, ready_rx) = crossbeam_channel::bounded(1);
-    // Dropped by the thread as its very last act: lets shutdown wait for the exit with a bound.
-    let (exit_tx, exited) = crossbeam_channel::bounded::<()>(0);
-    let thread = std::thread::Builder::new()
-        .name("pandaprobe-worker".into())
-        .spawn(move || {
-            let started = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .map_err(|e| e.to_string())
-                .and_then(|rt| Ok((rt, Transport::new(&shared.config).map_err(|e| e.to_string())?)));
-            let (runtime, transport) = match started {
-                Ok(parts) => parts,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = ready_tx.send(Ok(()));
-            let mut worker = Worker::new(shared, records, control, transport);
-            // A panic must not take the accounting with it: the worker's state outlives it.
-            let ran = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(worker.run())));
-            if let Err(panic) = ran {
-                let _entered = runtime.enter();
-                worker.died(panic.as_ref());
-            }
-            {
-                let _entered = runtime.enter();
-                drop(worker);
-            }
-            runtime.shutdown_timeout(Duration::from_millis(100));
-            drop(exit_tx);
-        })
-        .map_err(|e| ConfigError::Worker(e.to_string()))?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok(WorkerHandle {
-            thread: Mutex::new(Some(thread)),
-            exited,
-        }),
-        Ok(Err(e)) => Err(ConfigError::Worker(e)),
-        Err(_) => Err(ConfigError::Worker("the worker thread stopped".into())),
-    }
-}
 
 /// How many records the worker has in hand at most (ready, in flight, waiting for a retry);
 /// scores waiting for their trace are bounded apart, by the queue size. It takes records off
@@ -146,6 +73,10 @@ fn window(config: &Config) -> usize {
     roomy.min(config.max_queue_size.max(config.max_in_flight * 2))
 }
 
+/// How long scores for a trace still open in this process wait for it to end before they are
+/// sent anyway (and retried until it is stored).
+const OPEN_TRACE_HOLD: Duration = Duration::from_secs(600);
+
 /// One request under way: it hands back its job's key and what the attempt produced.
 type Sending = Pin<Box<dyn Future<Output = (u64, Attempt)> + Send>>;
 
@@ -159,6 +90,7 @@ enum Event {
 struct Worker {
     shared: Arc<Shared>,
     records: Receiver<Record>,
+    notices: Receiver<Notice>,
     control: mpsc::UnboundedReceiver<Control>,
     control_open: bool,
     transport: Transport,
@@ -177,6 +109,8 @@ struct Worker {
     losses: Losses,
     /// Jobs in hand outside the trace gate; bounded by `window`.
     active: usize,
+    /// The lane whose turn it is to send.
+    next_lane: RecordKind,
     window: usize,
     next_tick: Instant,
 }
@@ -185,6 +119,7 @@ impl Worker {
     fn new(
         shared: Arc<Shared>,
         records: Receiver<Record>,
+        notices: Receiver<Notice>,
         control: mpsc::UnboundedReceiver<Control>,
         transport: Transport,
     ) -> Worker {
@@ -197,7 +132,10 @@ impl Worker {
                 config.max_retry_after,
             ))
         };
-        let (scores, traces) = (lane(config.scores_rate_limit), lane(config.traces_rate_limit));
+        let (scores, traces) = (
+            lane(config.scores_rate_limit),
+            lane(config.traces_rate_limit),
+        );
         let policy = RetryPolicy::new(config);
         let gate = TraceGate::new(config.max_queue_size, now);
         let poller = Poller::new(config.flush_interval, now);
@@ -213,6 +151,7 @@ impl Worker {
             losses: Losses::new(Arc::clone(&shared)),
             shared,
             records,
+            notices,
             control,
             control_open: true,
             transport,
@@ -223,6 +162,7 @@ impl Worker {
             barrier: FlushBarrier::default(),
             waiters: Waiters::default(),
             active: 0,
+            next_lane: RecordKind::Trace,
         }
     }
 
@@ -285,8 +225,21 @@ impl Worker {
         }
     }
 
-    /// Takes records off the queue while there is room for them.
+    /// Takes records off the queue while there is room for them, after the notices: a trace
+    /// is known open before any score for it is taken.
     fn pull(&mut self, now: Instant) {
+        while let Ok(notice) = self.notices.try_recv() {
+            match notice {
+                Notice::Opened(id) => self.gate.trace_opened(id, OPEN_TRACE_HOLD, now),
+                Notice::Abandoned(id) => {
+                    for job in self.gate.trace_abandoned(id) {
+                        self.barrier.open(job.seq);
+                        self.scores.push(job);
+                        self.active += 1;
+                    }
+                }
+            }
+        }
         while self.active < self.window && !self.gate.is_full() {
             let Ok(record) = self.records.try_recv() else {
                 break;
@@ -302,14 +255,23 @@ impl Worker {
                     let ended = *trace;
                     let (data, scores) = (ended.data, ended.scores);
                     let config = &self.shared.config;
-                    let body = trace_body(&data, config.environment.as_deref(), config.release.as_deref());
+                    let body = trace_body(
+                        &data,
+                        config.environment.as_deref(),
+                        config.release.as_deref(),
+                    );
                     let name = data.name.into();
                     let mut job = Job::new(RecordKind::Trace, seq, data.trace_id, name, body, now);
                     job.spans = data.spans.len();
-                    let held = scores
+                    let mut held: Vec<Job> = scores
                         .into_iter()
                         .filter_map(|s| self.score_job(seq, s, now))
                         .collect();
+                    // Scores that waited while it was open: flushes wait for them from now on.
+                    for job in self.gate.take_open(data.trace_id) {
+                        self.barrier.open(job.seq);
+                        held.push(job);
+                    }
                     self.gate.trace_queued(data.trace_id, held);
                     self.barrier.open(seq);
                     self.traces.push(job);
@@ -323,17 +285,33 @@ impl Worker {
     fn score_job(&mut self, seq: u64, mut score: Score, now: Instant) -> Option<Job> {
         let Some(trace_id) = score.trace_id() else {
             // `score()` validated the id; should that ever change, still count it.
-            let event = DropEvent::new(RecordKind::Score, DropReason::Rejected, Uuid::nil(), score.name());
+            let event = DropEvent::new(
+                RecordKind::Score,
+                DropReason::Rejected,
+                Uuid::nil(),
+                score.name(),
+            );
             self.losses.dropped(&event, now);
             return None;
         };
         let body = score_body(trace_id, &score);
         self.barrier.open(seq);
-        Some(Job::new(RecordKind::Score, seq, trace_id, score.take_name(), body, now))
+        Some(Job::new(
+            RecordKind::Score,
+            seq,
+            trace_id,
+            score.take_name(),
+            body,
+            now,
+        ))
     }
 
-    /// A score goes to its lane unless the trace gate holds it.
+    /// A score goes to its lane unless the trace gate holds it. A flush does not wait for a
+    /// score whose trace is still open here, as for one made with `Trace::score`.
     fn admit(&mut self, job: Job) {
+        if self.gate.is_open(&job.trace_id) {
+            self.barrier.close(job.seq);
+        }
         if let Some(job) = self.gate.admit(job.trace_id, job) {
             self.scores.push(job);
             self.active += 1;
@@ -346,8 +324,16 @@ impl Worker {
             self.lane(job.kind).push(job);
         }
         for (mut job, probe) in self.gate.due(now) {
-            job.probe = Some(probe);
-            self.scores.push_front(job);
+            job.probe = probe;
+            match probe {
+                // A probe's answer releases the scores waiting with it: first in line.
+                Some(_) => self.scores.push_front(job),
+                // A trace left open too long: its scores go, and flushes wait for them again.
+                None => {
+                    self.barrier.open(job.seq);
+                    self.scores.push(job);
+                }
+            }
             self.active += 1;
         }
     }
@@ -367,21 +353,23 @@ impl Worker {
         }
     }
 
-    /// Starts requests while there is room in flight, taking from the two endpoints in turn
-    /// so that neither can starve the other.
+    /// Starts requests while there is room in flight, taking from the two endpoints in turn,
+    /// across calls too, so that neither can starve the other when slots free one at a time.
     fn dispatch(&mut self, now: Instant) {
         let max = self.shared.config.max_in_flight;
-        let mut progressed = true;
-        while progressed && self.in_flight.len() < max {
-            progressed = false;
-            for kind in [RecordKind::Trace, RecordKind::Score] {
-                if self.in_flight.len() >= max {
-                    break;
-                }
-                if let Some(job) = self.lane(kind).next(now) {
+        let mut idle_lanes = 0;
+        while idle_lanes < 2 && self.in_flight.len() < max {
+            let kind = self.next_lane;
+            self.next_lane = match kind {
+                RecordKind::Trace => RecordKind::Score,
+                _ => RecordKind::Trace,
+            };
+            match self.lane(kind).next(now) {
+                Some(job) => {
                     self.start(job, now);
-                    progressed = true;
+                    idle_lanes = 0;
                 }
+                None => idle_lanes += 1,
             }
         }
     }
@@ -392,10 +380,7 @@ impl Worker {
             RecordKind::Score => self.shared.config.scores_url.clone(),
             RecordKind::Trace => self.shared.config.traces_url.clone(),
         };
-        // A probe may well meet a 500, after which the server drops the connection.
-        let client = self
-            .transport
-            .client(job.retry.fresh_connection() || job.probe.is_some());
+        let client = self.transport.client(job.retry.fresh_connection());
         let (body, request_id) = (job.body.clone(), job.request_id.clone());
         let key = self.next_key;
         self.next_key += 1;
@@ -414,116 +399,6 @@ impl Worker {
         self.shared.counters.request();
     }
 
-    fn on_done(&mut self, key: u64, attempt: Attempt, now: Instant) {
-        let Some(mut job) = self.sending.remove(&key) else {
-            return;
-        };
-        job.note(&attempt);
-        let verdict = self
-            .policy
-            .decide(&mut job.retry, &attempt, job.probe.is_some(), now);
-        let answer = match &verdict {
-            Verdict::Delivered => Answer::Success,
-            Verdict::RateLimited { retry_after } => Answer::RateLimited {
-                retry_after: *retry_after,
-                named: named_limit(attempt.message()),
-            },
-            _ => Answer::Other,
-        };
-        self.lane(job.kind).finished(now, job.sent_at, answer);
-        if attempt.status() == Some(500) {
-            self.transport.renew_pool();
-        }
-        self.log_attempt(&job, &attempt, &verdict);
-        match verdict {
-            Verdict::Delivered => {
-                if job.kind == RecordKind::Trace {
-                    self.gate.trace_accepted(job.trace_id, job.spans, now);
-                }
-                if let Some(probe) = job.probe {
-                    for sibling in self.gate.probe_delivered(job.trace_id, probe, now) {
-                        self.scores.push(sibling);
-                        self.active += 1;
-                    }
-                }
-                self.finish(job, None, now);
-            }
-            Verdict::Drop(reason) => self.drop_job(job, reason, now),
-            Verdict::RetryAt { at, ambiguous } => {
-                self.shared.counters.retried(job.kind, ambiguous);
-                self.retries.push(at, job);
-            }
-            Verdict::RateLimited { .. } => {
-                self.shared.counters.retried(job.kind, false);
-                self.lane(job.kind).push_front(job);
-            }
-            Verdict::TraceNotStored => {
-                self.shared.counters.retried(job.kind, false);
-                let trace_id = job.trace_id;
-                match job.probe.take() {
-                    Some(probe) => {
-                        self.active -= 1;
-                        self.gate.probe_not_stored(trace_id, job, probe, now);
-                    }
-                    // Only probes wait for their trace; should that change, retry anyway.
-                    None => self.retries.push(now, job),
-                }
-            }
-        }
-    }
-
-    fn log_attempt(&self, job: &Job, attempt: &Attempt, verdict: &Verdict) {
-        let attempts = job.retry.attempts();
-        let (kind, request_id, status) = (job.kind, &job.request_id, attempt.status());
-        let message = attempt.message();
-        if self.shared.config.debug {
-            tracing::info!(target: "pandaprobe", %kind, ?request_id, attempts, ?status, ?verdict, message);
-        } else {
-            tracing::debug!(target: "pandaprobe", %kind, ?request_id, attempts, ?status, ?verdict, message);
-        }
-    }
-
-    /// Drops a job in hand. A trace takes the scores waiting for it along; a probe that gave
-    /// up waiting for its trace takes its siblings, any other lets them go on their own.
-    fn drop_job(&mut self, job: Job, reason: DropReason, now: Instant) {
-        let gave_up_on_trace =
-            job.probe.is_some() && reason == DropReason::RetriesExhausted && job.last_status == Some(500);
-        if job.kind == RecordKind::Trace || gave_up_on_trace {
-            for mut held in self.gate.trace_dropped(job.trace_id) {
-                held.last_status = job.last_status;
-                held.last_message = Some(format!(
-                    "its trace was not stored ({reason}): {}",
-                    job.last_message.as_deref().unwrap_or_default()
-                ));
-                self.settle(held, Some(reason), now);
-            }
-        } else if job.probe.is_some() {
-            for sibling in self.gate.trace_dropped(job.trace_id) {
-                self.scores.push(sibling);
-                self.active += 1;
-            }
-        }
-        self.finish(job, Some(reason), now);
-    }
-
-    /// Counts the outcome of a job in hand and forgets it.
-    fn finish(&mut self, job: Job, dropped: Option<DropReason>, now: Instant) {
-        self.settle(job, dropped, now);
-        self.active -= 1;
-    }
-
-    /// Counts a job's outcome (in hand or held by the gate).
-    fn settle(&mut self, job: Job, dropped: Option<DropReason>, now: Instant) {
-        match dropped {
-            None => self.shared.counters.sent(job.kind),
-            Some(reason) => {
-                self.waiters.dropped(job.seq, reason);
-                self.losses.dropped(&job.drop_event(reason), now);
-            }
-        }
-        self.barrier.close(job.seq);
-    }
-
     fn drained(&self) -> bool {
         self.active == 0 && self.gate.held() == 0 && self.records.is_empty()
     }
@@ -540,101 +415,5 @@ impl Worker {
         .into_iter()
         .flatten()
         .fold(self.next_tick, Instant::min)
-    }
-
-    /// Ends the run: what is still undelivered is dropped and counted, every caller answered.
-    fn finish_shutdown(&mut self, now: Instant) {
-        let abandoned = self.abandon_all(DropReason::Shutdown, DropReason::ShutdownInFlight, now);
-        if abandoned > 0 {
-            tracing::warn!(
-                target: "pandaprobe",
-                "shutdown: {abandoned} record(s) not delivered in time were dropped"
-            );
-        }
-        let result = self.waiters.finish_shutdown(abandoned);
-        self.shared.set_final_result(result);
-        self.losses.report_counters(now, true);
-    }
-
-    /// Drops everything held or queued: `in_flight` for requests under way, `reason` for the
-    /// rest. Returns how many.
-    fn abandon_all(&mut self, reason: DropReason, in_flight: DropReason, now: Instant) -> u64 {
-        // Answers that have already arrived count as what they are, not as abandoned.
-        while let Some(Some((key, attempt))) = self.in_flight.next().now_or_never() {
-            self.on_done(key, attempt, now);
-        }
-        self.in_flight.clear();
-        let mut dropped = 0;
-        let under_way: Vec<Job> = self.sending.drain().map(|(_, job)| job).collect();
-        for job in under_way {
-            self.finish(job, Some(in_flight), now);
-            dropped += 1;
-        }
-        let mut in_hand: Vec<Job> = self.scores.drain().chain(self.traces.drain()).collect();
-        in_hand.extend(self.retries.drain());
-        for job in in_hand {
-            self.finish(job, Some(reason), now);
-            dropped += 1;
-        }
-        for job in self.gate.drain() {
-            self.settle(job, Some(reason), now);
-            dropped += 1;
-        }
-        while let Ok(record) = self.records.try_recv() {
-            for event in record_events(record, reason) {
-                self.losses.dropped(&event, now);
-                dropped += 1;
-            }
-        }
-        self.barrier.clear();
-        self.active = 0;
-        dropped
-    }
-
-    /// The worker panicked: count what it held as lost, tell every caller, refuse new records.
-    fn died(&mut self, panic: &(dyn Any + Send)) {
-        self.shared.mark_dead();
-        let message = panic
-            .downcast_ref::<&str>()
-            .map(|s| (*s).to_owned())
-            .or_else(|| panic.downcast_ref::<String>().cloned())
-            .unwrap_or_else(|| "a panic".into());
-        let now = Instant::now();
-        // The state may be half-updated; whatever this cannot count, the counters still show
-        // as `worker_failed`, since `pending` is derived.
-        let abandoned = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            self.abandon_all(DropReason::WorkerFailed, DropReason::WorkerFailed, now)
-        }));
-        self.waiters.fail_all();
-        // A panicking tracing layer may be what killed the worker: do not let it again.
-        let _ = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            tracing::error!(
-                target: "pandaprobe",
-                "the pandaprobe worker panicked ({message}); {} record(s) it held were dropped \
-                 as worker_failed, and the client accepts no more",
-                abandoned.as_ref().map_or(0, |n| *n)
-            );
-        }));
-    }
-}
-
-/// The drop events of a record never taken off the queue: a score, or a trace and its scores.
-fn record_events(record: Record, reason: DropReason) -> Vec<DropEvent> {
-    match record {
-        Record::Score(score) => {
-            let trace_id = score.trace_id().unwrap_or_default();
-            vec![DropEvent::new(RecordKind::Score, reason, trace_id, score.name())]
-        }
-        Record::Trace(trace) => {
-            let id = trace.data.trace_id;
-            let mut events = vec![DropEvent::new(RecordKind::Trace, reason, id, trace.data.name)];
-            events.extend(
-                trace
-                    .scores
-                    .iter()
-                    .map(|s| DropEvent::new(RecordKind::Score, reason, id, s.name())),
-            );
-            events
-        }
     }
 }

@@ -219,7 +219,9 @@ impl RateWindow {
         };
         let latest = now + limit.window.min(self.cap);
         match self.opened_by {
-            Some(opened_by) if opened_by + limit.window > now => (opened_by + limit.window).min(latest),
+            Some(opened_by) if opened_by + limit.window > now => {
+                (opened_by + limit.window).min(latest)
+            }
             // Nothing known of when it opened: look again soon.
             _ => now + self.reprobe_wait(None),
         }
@@ -253,30 +255,6 @@ impl RateWindow {
     }
 }
 
-/// The limit a 429's body names: `Rate limit exceeded: 200 per 1 minute`.
-pub(crate) fn named_limit(message: &str) -> Option<RateLimit> {
-    let (before, after) = message.split_once(" per ")?;
-    let limit: u32 = before.rsplit(' ').next()?.trim().parse().ok()?;
-    let mut words = after.split_whitespace();
-    let count: u64 = words.next()?.parse().ok()?;
-    let unit = words.next()?.trim_end_matches(|c: char| !c.is_alphabetic());
-    let unit = unit.strip_suffix('s').unwrap_or(unit);
-    let seconds = match unit.to_ascii_lowercase().as_str() {
-        "millisecond" => return Some(RateLimit::new(limit, Duration::from_millis(count))),
-        "second" => 1,
-        "minute" => 60,
-        "hour" => 3600,
-        "day" => 86_400,
-        "month" => 30 * 86_400,
-        "year" => 365 * 86_400,
-        _ => return None,
-    };
-    Some(RateLimit::new(
-        limit,
-        Duration::from_secs(count.saturating_mul(seconds)),
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -300,26 +278,6 @@ mod tests {
             sent.push(now);
         }
         sent
-    }
-
-    #[test]
-    fn the_limit_is_named_by_the_429_body() {
-        for (text, limit, window) in [
-            ("Rate limit exceeded: 200 per 1 minute", 200, 60 * SECOND),
-            ("Rate limit exceeded: 100 per 1 minute", 100, 60 * SECOND),
-            ("Rate limit exceeded: 5 per 2 seconds", 5, 2 * SECOND),
-            ("Rate limit exceeded: 10 per 1 hour", 10, 3600 * SECOND),
-            ("Rate limit exceeded: 5 per 250 millisecond", 5, 250 * MS),
-        ] {
-            assert_eq!(
-                named_limit(text),
-                Some(RateLimit::new(limit, window)),
-                "{text}"
-            );
-        }
-        for text in ["", "Too many requests", "Rate limit exceeded: x per 1 minute"] {
-            assert_eq!(named_limit(text), None, "{text}");
-        }
     }
 
     #[test]
@@ -356,7 +314,11 @@ mod tests {
         w.on_answer(reopen + MS, reopen, Answer::Success);
         let t1 = reopen + MS;
         assert_eq!(burst(&mut w, t1, 32).len(), 9, "the limit, probe included");
-        assert_eq!(w.wake_at(), Some(t1 + SECOND), "closed until that window ends");
+        assert_eq!(
+            w.wake_at(),
+            Some(t1 + SECOND),
+            "closed until that window ends"
+        );
         // The next window, the same way: no 429 at all.
         let t2 = t1 + SECOND;
         assert_eq!(burst(&mut w, t2, 32).len(), 1);
@@ -429,7 +391,11 @@ mod tests {
         burst(&mut w, reopen, 1);
         w.on_answer(reopen + MS, reopen, Answer::Success);
         let t1 = reopen + MS;
-        assert_eq!(burst(&mut w, t1, 64).len(), 29, "full speed up to 3/4 of the share");
+        assert_eq!(
+            burst(&mut w, t1, 64).len(),
+            29,
+            "full speed up to 3/4 of the share"
+        );
         assert!(!w.may_send(t1, 1), "then one in flight at a time");
         assert!(w.may_send(t1, 0));
     }

@@ -23,7 +23,9 @@ pub(crate) enum Verdict {
         ambiguous: bool,
     },
     /// A 429 of the rate limiter: the endpoint's window decides when (see `rate_window`).
-    RateLimited { retry_after: Option<Duration> },
+    RateLimited {
+        retry_after: Option<Duration>,
+    },
     /// A 500 for a score whose trace this client sent and the server has not stored yet: the
     /// trace gate decides when.
     TraceNotStored,
@@ -132,7 +134,13 @@ impl RetryPolicy {
             Some(server_says) => server_says.min(self.max_retry_after),
             None => backoff.next_backoff().unwrap_or(self.max_backoff),
         };
-        let ambiguous = matches!(attempt, Attempt::Failed { ambiguous: true, .. });
+        let ambiguous = matches!(
+            attempt,
+            Attempt::Failed {
+                ambiguous: true,
+                ..
+            }
+        );
         Verdict::RetryAt {
             at: now + wait,
             ambiguous,

@@ -63,7 +63,11 @@ mod tests {
         assert_eq!(q.pop_due(t0), None);
         assert_eq!(q.pop_due(t0 + s), Some("a"));
         assert_eq!(q.pop_due(t0 + s), None);
-        assert_eq!(q.pop_due(t0 + 3 * s), Some("b"), "equal due times keep order");
+        assert_eq!(
+            q.pop_due(t0 + 3 * s),
+            Some("b"),
+            "equal due times keep order"
+        );
         assert_eq!(q.len(), 1);
         assert_eq!(q.drain().collect::<Vec<_>>(), ["c"]);
         assert_eq!(q.next_due(), None);

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use reqwest::Url;
 
-use crate::config::Config;
+use crate::config::{Config, RateLimit};
 
 /// The most of an answer's body the SDK reads: enough for the server's error message, and a
 /// bound on what a hostile or broken server can make it hold.
@@ -202,6 +202,30 @@ fn server_message(body: &[u8]) -> (String, bool) {
     )
 }
 
+/// The limit a 429's body names: `Rate limit exceeded: 200 per 1 minute`.
+pub(crate) fn named_limit(message: &str) -> Option<RateLimit> {
+    let (before, after) = message.split_once(" per ")?;
+    let limit: u32 = before.rsplit(' ').next()?.trim().parse().ok()?;
+    let mut words = after.split_whitespace();
+    let count: u64 = words.next()?.parse().ok()?;
+    let unit = words.next()?.trim_end_matches(|c: char| !c.is_alphabetic());
+    let unit = unit.strip_suffix('s').unwrap_or(unit);
+    let seconds = match unit.to_ascii_lowercase().as_str() {
+        "millisecond" => return Some(RateLimit::new(limit, Duration::from_millis(count))),
+        "second" => 1,
+        "minute" => 60,
+        "hour" => 3600,
+        "day" => 86_400,
+        "month" => 30 * 86_400,
+        "year" => 365 * 86_400,
+        _ => return None,
+    };
+    Some(RateLimit::new(
+        limit,
+        Duration::from_secs(count.saturating_mul(seconds)),
+    ))
+}
+
 fn shorten(mut text: String, max: usize) -> String {
     if text.len() > max {
         let mut cut = max;
@@ -263,5 +287,34 @@ mod tests {
         assert_eq!(parse_retry_after(&earlier, now), Some(Duration::ZERO));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-1", now), None);
+    }
+
+    #[test]
+    fn the_limit_is_named_by_the_429_body() {
+        let s = Duration::from_secs;
+        for (text, limit, window) in [
+            ("Rate limit exceeded: 200 per 1 minute", 200, s(60)),
+            ("Rate limit exceeded: 100 per 1 minute", 100, s(60)),
+            ("Rate limit exceeded: 5 per 2 seconds", 5, s(2)),
+            ("Rate limit exceeded: 10 per 1 hour", 10, s(3600)),
+            (
+                "Rate limit exceeded: 5 per 250 millisecond",
+                5,
+                Duration::from_millis(250),
+            ),
+        ] {
+            assert_eq!(
+                named_limit(text),
+                Some(RateLimit::new(limit, window)),
+                "{text}"
+            );
+        }
+        for text in [
+            "",
+            "Too many requests",
+            "Rate limit exceeded: x per 1 minute",
+        ] {
+            assert_eq!(named_limit(text), None, "{text}");
+        }
     }
 }

@@ -2,6 +2,7 @@
 //! worker enforces every deadline itself, so a caller never waits past its timeout, whatever
 //! runtime it is on.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,8 +13,8 @@ use crate::drop_event::DropReason;
 use crate::error::FlushError;
 use crate::producer::Reply;
 
-/// Drops seen while a caller waited, for its answer.
-#[derive(Default)]
+/// Drops not yet reported to a flush or shutdown, or gathered for one.
+#[derive(Default, Clone, Copy)]
 struct Drops {
     count: u64,
     first: Option<DropReason>,
@@ -23,6 +24,13 @@ impl Drops {
     fn add(&mut self, reason: DropReason) {
         self.count += 1;
         self.first.get_or_insert(reason);
+    }
+
+    fn merge(&mut self, other: Drops) {
+        self.count += other.count;
+        if let Some(reason) = other.first {
+            self.first.get_or_insert(reason);
+        }
     }
 
     /// `Ok` if none, else the error that says how many and why.
@@ -43,20 +51,24 @@ struct FlushWaiter {
     deadline: Instant,
     timeout: Duration,
     reply: Reply,
-    drops: Drops,
 }
 
 struct ShutdownState {
     deadline: Instant,
     timeout: Duration,
     replies: Vec<Reply>,
-    drops: Drops,
 }
+
+/// Positions of drops kept for the next flush at most; older ones are merged into one entry.
+const MAX_UNREPORTED: usize = 4096;
 
 #[derive(Default)]
 pub(crate) struct Waiters {
     flushes: Vec<FlushWaiter>,
     shutdown: Option<ShutdownState>,
+    /// Drops no flush or shutdown has reported yet, by queue position: each is reported once,
+    /// to the first flush answered whose records include it, whenever it happened.
+    unreported: BTreeMap<u64, Drops>,
 }
 
 /// `now + timeout`, at most a year ahead, so that `Duration::MAX` cannot overflow.
@@ -76,7 +88,6 @@ impl Waiters {
             deadline: deadline(now, timeout),
             timeout,
             reply,
-            drops: Drops::default(),
         });
     }
 
@@ -87,7 +98,6 @@ impl Waiters {
             deadline,
             timeout,
             replies: Vec::new(),
-            drops: Drops::default(),
         });
         if deadline < state.deadline {
             state.deadline = deadline;
@@ -103,14 +113,28 @@ impl Waiters {
 
     /// A record at queue position `position` was dropped.
     pub(crate) fn dropped(&mut self, position: u64, reason: DropReason) {
-        for waiter in &mut self.flushes {
-            if position < waiter.target {
-                waiter.drops.add(reason);
+        self.unreported.entry(position).or_default().add(reason);
+        if self.unreported.len() > MAX_UNREPORTED {
+            // Merge the older half into its newest position: reported a little early, never lost.
+            let split = self.unreported.keys().nth(MAX_UNREPORTED / 2).copied();
+            if let Some(split) = split {
+                let newer = self.unreported.split_off(&split);
+                let older = std::mem::replace(&mut self.unreported, newer);
+                if let Some((&last, _)) = older.last_key_value() {
+                    let merged = self.unreported.entry(last).or_default();
+                    older.values().for_each(|d| merged.merge(*d));
+                }
             }
         }
-        if let Some(state) = &mut self.shutdown {
-            state.drops.add(reason);
-        }
+    }
+
+    /// Takes the unreported drops of records before `target`.
+    fn take_drops(&mut self, target: u64) -> Drops {
+        let newer = self.unreported.split_off(&target);
+        let older = std::mem::replace(&mut self.unreported, newer);
+        let mut drops = Drops::default();
+        older.values().for_each(|d| drops.merge(*d));
+        drops
     }
 
     /// Answers the flushes that are done or out of time.
@@ -122,7 +146,7 @@ impl Waiters {
             if done || now >= waiter.deadline {
                 let waiter = self.flushes.swap_remove(i);
                 let result = if done {
-                    waiter.drops.result()
+                    self.take_drops(waiter.target).result()
                 } else {
                     Err(FlushError::Timeout {
                         pending: barrier.pending_before(waiter.target),
@@ -149,13 +173,14 @@ impl Waiters {
         let Some(state) = self.shutdown.take() else {
             return Ok(());
         };
+        let drops = self.take_drops(u64::MAX);
         let result = if abandoned > 0 {
             Err(FlushError::Timeout {
                 pending: abandoned,
                 timeout: state.timeout,
             })
         } else {
-            state.drops.result()
+            drops.result()
         };
         for reply in state.replies {
             reply.send(result.clone());
@@ -223,6 +248,32 @@ mod tests {
             }))
         );
         assert_eq!(w.next_deadline(), None);
+
+        // A drop before the flush was asked for is reported too, once.
+        while barrier.taken() < 8 {
+            barrier.take();
+        }
+        let (tx, rx) = reply();
+        w.flush(8, SECOND, tx, t0);
+        w.answer_flushes(&barrier, t0);
+        assert!(matches!(
+            rx.try_recv(),
+            Ok(Err(FlushError::Dropped { dropped: 1, .. }))
+        ));
+        let (tx, rx) = reply();
+        w.flush(8, SECOND, tx, t0);
+        w.answer_flushes(&barrier, t0);
+        assert_eq!(rx.try_recv(), Ok(Ok(())), "already reported");
+    }
+
+    #[test]
+    fn unreported_drops_are_bounded_and_never_lost() {
+        let mut w = Waiters::default();
+        for position in 0..(3 * MAX_UNREPORTED as u64) {
+            w.dropped(position, DropReason::Rejected);
+        }
+        assert!(w.unreported.len() <= MAX_UNREPORTED + 1);
+        assert_eq!(w.take_drops(u64::MAX).count, 3 * MAX_UNREPORTED as u64);
     }
 
     #[tokio::test(start_paused = true)]

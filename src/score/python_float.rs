@@ -20,13 +20,19 @@ const DIGIT_ZEROS: [u32; 67] = [
 /// The value of a non-ASCII decimal digit.
 fn unicode_digit(c: char) -> Option<u8> {
     let c = u32::from(c);
-    let run = DIGIT_ZEROS.partition_point(|&zero| zero <= c).checked_sub(1)?;
+    let run = DIGIT_ZEROS
+        .partition_point(|&zero| zero <= c)
+        .checked_sub(1)?;
     let offset = c - DIGIT_ZEROS[run];
     (offset < 10).then_some(offset as u8)
 }
 
-/// What `float(text)` returns in Python, or `None` where it raises `ValueError`.
+/// What `float(text)` returns in Python, or `None` where it raises `ValueError`. Plain ASCII
+/// text, the common case, is read without an allocation.
 pub(crate) fn parse(text: &str) -> Option<f64> {
+    if text.is_ascii() {
+        return parse_ascii(text);
+    }
     // Python first maps non-ASCII whitespace to ' ' and non-ASCII digits to ASCII ones.
     let mut ascii = String::with_capacity(text.len());
     for c in text.chars() {
@@ -38,13 +44,23 @@ pub(crate) fn parse(text: &str) -> Option<f64> {
             ascii.push(char::from(b'0' + unicode_digit(c)?));
         }
     }
-    // Then strips C `isspace` (not \x1c-\x1f, which `str.isspace` would count).
-    let trimmed = ascii.trim_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
-    let plain = without_underscores(trimmed)?;
-    if !is_python_float_literal(&plain) {
+    parse_ascii(&ascii)
+}
+
+fn parse_ascii(text: &str) -> Option<f64> {
+    // Python strips C `isspace` (not \x1c-\x1f, which `str.isspace` would count).
+    let trimmed = text.trim_matches([' ', '\t', '\n', '\r', '\x0b', '\x0c']);
+    if trimmed.contains('_') {
+        return literal(&without_underscores(trimmed)?);
+    }
+    literal(trimmed)
+}
+
+fn literal(text: &str) -> Option<f64> {
+    if !is_python_float_literal(text) {
         return None;
     }
-    plain.parse::<f64>().ok()
+    text.parse::<f64>().ok()
 }
 
 /// Removes PEP 515 underscores, each allowed only between two digits.
@@ -55,8 +71,7 @@ fn without_underscores(text: &str) -> Option<String> {
         if b == b'_' {
             let before = i.checked_sub(1).and_then(|j| bytes.get(j));
             let after = bytes.get(i + 1);
-            if !(before.is_some_and(u8::is_ascii_digit) && after.is_some_and(u8::is_ascii_digit))
-            {
+            if !(before.is_some_and(u8::is_ascii_digit) && after.is_some_and(u8::is_ascii_digit)) {
                 return None;
             }
         } else {

@@ -7,12 +7,10 @@ use std::str::FromStr;
 
 use uuid::Uuid;
 
-use crate::error::ScoreError;
-use crate::python_float;
-use crate::text::Text;
+mod python_float;
+mod validate;
 
-/// Longest name or value the server stores (a 255-character column; longer gives a 500).
-const MAX_FIELD_CHARS: usize = 255;
+use crate::text::Text;
 
 /// How the server interprets a score's value.
 ///
@@ -178,11 +176,7 @@ pub struct Score {
 impl Score {
     /// A score whose value is given as text, sent exactly as given. NUMERIC unless
     /// [`Score::data_type`] sets another type.
-    pub fn new(
-        trace_id: impl IntoTraceId,
-        name: impl Into<Text>,
-        value: impl Into<Text>,
-    ) -> Score {
+    pub fn new(trace_id: impl IntoTraceId, name: impl Into<Text>, value: impl Into<Text>) -> Score {
         Score::with_value(
             trace_id,
             name,
@@ -296,53 +290,6 @@ impl Score {
         std::mem::take(&mut self.name)
     }
 
-    /// Checks every rule the server enforces, so that a score that passes is never answered
-    /// with a 422 or a 500 for its content; returns the trace id.
-    ///
-    /// The server's rules (backend 0.5.0): a UUID trace id; name and value at most 255
-    /// characters (longer is a database error, 500); NUMERIC as Python's `float()` reads it,
-    /// in `[0, 1]`; BOOLEAN `true`/`false` in any case, nothing around it; CATEGORICAL and the
-    /// name anything, empty included; metadata a JSON object; no NUL character anywhere (the
-    /// database refuses it, 500).
-    pub(crate) fn validate(&self) -> Result<Uuid, ScoreError> {
-        let trace_id = match &self.trace_id {
-            TraceIdInput::Valid(id) => *id,
-            TraceIdInput::Invalid(raw) => return Err(ScoreError::InvalidTraceId(raw.to_string())),
-        };
-        check_length(&self.name, ScoreError::NameTooLong)?;
-        if self.name.contains('\0') {
-            return Err(ScoreError::NulCharacter("name"));
-        }
-        match (&self.value, self.data_type) {
-            (ScoreValue::Text(text), data_type) => validate_text(text, data_type)?,
-            (ScoreValue::Number(n), ScoreDataType::Numeric) => {
-                if !(0.0..=1.0).contains(n) {
-                    return Err(ScoreError::InvalidNumeric(n.to_string()));
-                }
-            }
-            // A number relabelled as BOOLEAN or CATEGORICAL is judged as its text form.
-            (ScoreValue::Number(n), data_type) => validate_text(&render_number(*n), data_type)?,
-            (ScoreValue::Bool(b), ScoreDataType::Numeric) => {
-                return Err(ScoreError::InvalidNumeric(b.to_string()))
-            }
-            (ScoreValue::Bool(_), _) => {}
-        }
-        if let Some(extras) = &self.extras {
-            if extras.reason.as_ref().is_some_and(|r| r.contains('\0')) {
-                return Err(ScoreError::NulCharacter("reason"));
-            }
-            if let Some(metadata) = &extras.metadata {
-                if !metadata.is_object() {
-                    return Err(ScoreError::MetadataNotObject(json_kind(metadata)));
-                }
-                if has_nul(metadata) {
-                    return Err(ScoreError::NulCharacter("metadata"));
-                }
-            }
-        }
-        Ok(trace_id)
-    }
-
     /// The value as the server receives it: always a string, text exactly as given.
     pub(crate) fn wire_value(&self) -> std::borrow::Cow<'_, str> {
         match &self.value {
@@ -370,27 +317,6 @@ impl fmt::Debug for Score {
     }
 }
 
-fn validate_text(text: &str, data_type: ScoreDataType) -> Result<(), ScoreError> {
-    check_length(text, ScoreError::ValueTooLong)?;
-    if text.contains('\0') {
-        return Err(ScoreError::NulCharacter("value"));
-    }
-    match data_type {
-        ScoreDataType::Numeric => match python_float::parse(text) {
-            Some(n) if (0.0..=1.0).contains(&n) => Ok(()),
-            _ => Err(ScoreError::InvalidNumeric(text.to_owned())),
-        },
-        ScoreDataType::Boolean => {
-            if text.eq_ignore_ascii_case("true") || text.eq_ignore_ascii_case("false") {
-                Ok(())
-            } else {
-                Err(ScoreError::InvalidBoolean(text.to_owned()))
-            }
-        }
-        ScoreDataType::Categorical => Ok(()),
-    }
-}
-
 /// The shortest text that reads back as `n`; exponent form where the plain decimal would be
 /// long (`1e-300` would otherwise be 302 characters, over the server's 255).
 fn render_number(n: f64) -> String {
@@ -402,184 +328,5 @@ fn render_number(n: f64) -> String {
     }
 }
 
-/// The server counts characters, not bytes; the byte length bounds the count, so the common
-/// short string is checked without walking it.
-fn check_length(text: &str, error: fn(usize) -> ScoreError) -> Result<(), ScoreError> {
-    if text.len() <= MAX_FIELD_CHARS {
-        return Ok(());
-    }
-    let chars = text.chars().count();
-    if chars > MAX_FIELD_CHARS {
-        return Err(error(chars));
-    }
-    Ok(())
-}
-
-fn has_nul(value: &serde_json::Value) -> bool {
-    match value {
-        serde_json::Value::String(s) => s.contains('\0'),
-        serde_json::Value::Array(items) => items.iter().any(has_nul),
-        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
-    }
-}
-
-fn json_kind(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    const ID: &str = "29c160fc-44bc-41ad-8bec-fa678ddb1f9a";
-
-    fn check(score: Score) -> Result<Uuid, ScoreError> {
-        score.validate()
-    }
-
-    #[test]
-    fn accepts_what_the_server_stores() {
-        let boolean = |v: &str| Score::new(ID, "a", v).data_type(ScoreDataType::Boolean);
-        let ok = [
-            Score::new(ID, "a", "0.85"),
-            Score::new(ID, "a", "1"),
-            Score::new(ID, "a", " 0.5"),
-            Score::new(ID, "a", "0.2_5"),
-            Score::new(ID, "a", "٠.٥"),
-            Score::new(ID, "a", "-0"),
-            Score::new(ID, "", "0.5"),
-            boolean("TRUE"),
-            boolean("fAlSe"),
-            Score::numeric(ID, "a", 0.0),
-            Score::numeric(ID, "a", -0.0),
-            Score::boolean(ID, "a", false),
-            Score::categorical(ID, "a", ""),
-            Score::categorical(ID, "a", "PASS").metadata(json!({"k": 1})),
-            Score::new(Uuid::nil(), "a", "0.5").reason(""),
-        ];
-        for score in ok {
-            let debug = format!("{score:?}");
-            assert!(check(score).is_ok(), "{debug}");
-        }
-    }
-
-    #[test]
-    fn sends_text_values_exactly_as_given() {
-        for (score, wire) in [
-            (Score::new(ID, "a", " 0.5"), " 0.5"),
-            (Score::new(ID, "a", "TRUE").data_type(ScoreDataType::Boolean), "TRUE"),
-            (Score::numeric(ID, "a", 0.85), "0.85"),
-            (Score::numeric(ID, "a", 1e-300), "1e-300"),
-            (Score::numeric(ID, "a", 1.0), "1"),
-            (Score::boolean(ID, "a", true), "true"),
-        ] {
-            assert_eq!(score.wire_value(), wire);
-        }
-    }
-
-    #[test]
-    fn refuses_what_the_server_refuses_or_fails_on() {
-        let long = "x".repeat(256);
-        let cases = [
-            (
-                Score::new("nope", "a", "0.5"),
-                ScoreError::InvalidTraceId("nope".into()),
-            ),
-            (
-                Score::new(ID, long.clone(), "0.5"),
-                ScoreError::NameTooLong(256),
-            ),
-            (
-                Score::categorical(ID, "a", long.clone()),
-                ScoreError::ValueTooLong(256),
-            ),
-            (
-                Score::new(ID, "a", "1.5"),
-                ScoreError::InvalidNumeric("1.5".into()),
-            ),
-            (
-                Score::new(ID, "a", "nan"),
-                ScoreError::InvalidNumeric("nan".into()),
-            ),
-            (
-                Score::new(ID, "a", "0__5"),
-                ScoreError::InvalidNumeric("0__5".into()),
-            ),
-            (
-                Score::numeric(ID, "a", f64::INFINITY),
-                ScoreError::InvalidNumeric("inf".into()),
-            ),
-            (
-                Score::numeric(ID, "a", -0.1),
-                ScoreError::InvalidNumeric("-0.1".into()),
-            ),
-            (
-                Score::new(ID, "a", "yes").data_type(ScoreDataType::Boolean),
-                ScoreError::InvalidBoolean("yes".into()),
-            ),
-            (
-                Score::new(ID, "a", " true").data_type(ScoreDataType::Boolean),
-                ScoreError::InvalidBoolean(" true".into()),
-            ),
-            (
-                Score::categorical(ID, "a", "x").metadata(json!([1])),
-                ScoreError::MetadataNotObject("an array"),
-            ),
-            (
-                Score::categorical(ID, "a", "x").metadata(json!(null)),
-                ScoreError::MetadataNotObject("null"),
-            ),
-            (
-                Score::new(ID, "a\0", "0.5"),
-                ScoreError::NulCharacter("name"),
-            ),
-            (
-                Score::categorical(ID, "a", "x\0"),
-                ScoreError::NulCharacter("value"),
-            ),
-            (
-                Score::categorical(ID, "a", "x").reason("\0"),
-                ScoreError::NulCharacter("reason"),
-            ),
-            (
-                Score::categorical(ID, "a", "x").metadata(json!({"k": ["\0"]})),
-                ScoreError::NulCharacter("metadata"),
-            ),
-            (
-                Score::categorical(ID, "a", "x").metadata(json!({"k\0": 1})),
-                ScoreError::NulCharacter("metadata"),
-            ),
-        ];
-        for (score, expected) in cases {
-            assert_eq!(check(score), Err(expected));
-        }
-    }
-
-    #[test]
-    fn lengths_count_characters_not_bytes() {
-        assert!(check(Score::new(ID, "é".repeat(255), "0.5")).is_ok());
-    }
-
-    #[test]
-    fn data_types_parse_in_any_case() {
-        for (text, t) in [
-            ("NUMERIC", ScoreDataType::Numeric),
-            ("boolean", ScoreDataType::Boolean),
-            ("Categorical", ScoreDataType::Categorical),
-        ] {
-            assert_eq!(text.parse::<ScoreDataType>(), Ok(t));
-            assert_eq!(t.to_string().parse::<ScoreDataType>(), Ok(t));
-        }
-        let err = "bool".parse::<ScoreDataType>().unwrap_err();
-        assert!(err.to_string().contains("\"bool\""), "{err}");
-    }
-}
+mod tests;

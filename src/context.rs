@@ -1,0 +1,202 @@
+//! The current trace, for code that scores or annotates a trace it was not handed: the trace
+//! entered on this thread ([`Trace::enter`], [`Trace::in_scope`]), else the trace of the
+//! current `tracing` span when the `TracingLayer` records it.
+
+use std::cell::Cell;
+use std::fmt;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use uuid::Uuid;
+
+use crate::trace::Trace;
+
+thread_local! {
+    /// The innermost trace entered on this thread.
+    static ENTERED: Cell<Option<Uuid>> = const { Cell::new(None) };
+}
+
+/// The id of the current trace, if any: the trace entered last on this thread with
+/// [`Trace::enter`] or [`Trace::in_scope`], else (with the `tracing-layer` feature) the trace
+/// of the current `tracing` span or of its nearest ancestor that the
+/// `TracingLayer` records. An entered trace wins.
+///
+/// ```
+/// use pandaprobe::{Client, Score};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::builder().enabled(false).build()?;
+/// /// Deep inside the agent, with no trace handle at hand.
+/// fn rate(client: &Client) -> Result<(), pandaprobe::ScoreError> {
+///     match pandaprobe::current_trace_id() {
+///         Some(trace_id) => client.score(Score::numeric(trace_id, "relevance", 0.8)),
+///         None => Ok(()), // not inside a trace: nothing to score
+///     }
+/// }
+///
+/// let trace = client.start_trace("agent");
+/// {
+///     let _entered = trace.enter();
+///     assert_eq!(pandaprobe::current_trace_id(), Some(trace.trace_id()));
+///     rate(&client)?;
+/// }
+/// assert_eq!(pandaprobe::current_trace_id(), None);
+/// # Ok(()) }
+/// ```
+pub fn current_trace_id() -> Option<Uuid> {
+    ENTERED
+        .try_with(Cell::get)
+        .ok()
+        .flatten()
+        .or_else(layer_trace_id)
+}
+
+#[cfg(feature = "tracing-layer")]
+fn layer_trace_id() -> Option<Uuid> {
+    crate::tracing_layer::current_span_trace_id()
+}
+
+#[cfg(not(feature = "tracing-layer"))]
+fn layer_trace_id() -> Option<Uuid> {
+    None
+}
+
+/// Makes a trace current on this thread until dropped; from [`Trace::enter`].
+///
+/// Guards nest: dropping one makes the trace entered before it current again (drop them in
+/// the reverse order of entering, as scopes do). Not `Send`: the trace is current on the
+/// thread that entered it only; across `.await` points use [`Trace::in_scope`].
+#[must_use = "the trace is current only until the guard is dropped"]
+pub struct EnteredTrace<'a> {
+    previous: Option<Uuid>,
+    _trace: PhantomData<&'a Trace>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl<'a> EnteredTrace<'a> {
+    pub(crate) fn new(trace: &'a Trace) -> EnteredTrace<'a> {
+        let previous = ENTERED
+            .try_with(|current| current.replace(Some(trace.trace_id())))
+            .ok()
+            .flatten();
+        EnteredTrace {
+            previous,
+            _trace: PhantomData,
+            _not_send: PhantomData,
+        }
+    }
+}
+
+impl Drop for EnteredTrace<'_> {
+    fn drop(&mut self) {
+        // Fails only while the thread's locals are being destroyed: nothing to restore then.
+        let _ = ENTERED.try_with(|current| current.set(self.previous));
+    }
+}
+
+impl fmt::Debug for EnteredTrace<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnteredTrace")
+            .field("previous", &self.previous)
+            .finish()
+    }
+}
+
+/// A future that makes its trace current whenever it is polled; from [`Trace::in_scope`].
+///
+/// It holds a handle to the trace, so the trace does not end (by its last handle dropping)
+/// before the future is done or dropped.
+#[must_use = "futures do nothing unless polled"]
+pub struct InScope<F> {
+    trace: Trace,
+    // Boxed so that `InScope` is `Unpin` and needs no unsafe pin projection.
+    future: Pin<Box<F>>,
+}
+
+impl<F: Future> InScope<F> {
+    pub(crate) fn new(trace: Trace, future: F) -> InScope<F> {
+        InScope {
+            trace,
+            future: Box::pin(future),
+        }
+    }
+
+    /// The trace this future runs in.
+    pub fn trace(&self) -> &Trace {
+        &self.trace
+    }
+}
+
+impl<F: Future> Future for InScope<F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let _entered = this.trace.enter();
+        this.future.as_mut().poll(cx)
+    }
+}
+
+impl<F> fmt::Debug for InScope<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("InScope")
+            .field("trace", &self.trace)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Client;
+
+    fn block_on<F: Future>(future: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a current-thread runtime")
+            .block_on(future)
+    }
+
+    #[test]
+    fn entered_traces_nest_and_restore() {
+        let client = Client::disabled();
+        let (outer, inner) = (client.start_trace("outer"), client.start_trace("inner"));
+        assert_eq!(current_trace_id(), None);
+        {
+            let _outer = outer.enter();
+            assert_eq!(current_trace_id(), Some(outer.trace_id()));
+            {
+                let _inner = inner.enter();
+                assert_eq!(current_trace_id(), Some(inner.trace_id()));
+            }
+            assert_eq!(current_trace_id(), Some(outer.trace_id()));
+        }
+        assert_eq!(current_trace_id(), None);
+    }
+
+    #[test]
+    fn entered_trace_is_per_thread() {
+        let trace = Client::disabled().start_trace("here");
+        let _entered = trace.enter();
+        let elsewhere = std::thread::spawn(current_trace_id)
+            .join()
+            .expect("no panic");
+        assert_eq!(elsewhere, None);
+        assert_eq!(current_trace_id(), Some(trace.trace_id()));
+    }
+
+    #[test]
+    fn in_scope_sets_the_trace_on_every_poll_only() {
+        let trace = Client::disabled().start_trace("task");
+        let id = trace.trace_id();
+        let seen = block_on(trace.in_scope(async {
+            let before = current_trace_id();
+            tokio::task::yield_now().await; // a second poll
+            (before, current_trace_id())
+        }));
+        assert_eq!(seen, (Some(id), Some(id)));
+        assert_eq!(current_trace_id(), None);
+    }
+}

@@ -1,0 +1,395 @@
+//! What a span's fields become: one pure function from a field's name and value to its place in
+//! a trace or span (the table in the module docs), and the visitor that collects the values.
+
+use std::fmt;
+
+use serde_json::Value;
+use tracing::field::{Field, Visit};
+
+/// The field that makes a span a trace; a string value names it.
+pub(super) const TRACE_MARK: &str = "pandaprobe.trace";
+/// The field that makes a span inside a trace one of its spans; the value names the kind.
+pub(super) const KIND_MARK: &str = "pandaprobe.kind";
+
+/// A field's value as `tracing` recorded it.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum FieldValue {
+    Text(String),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Bool(bool),
+}
+
+impl FieldValue {
+    fn into_text(self) -> String {
+        match self {
+            FieldValue::Text(s) => s,
+            FieldValue::Int(n) => n.to_string(),
+            FieldValue::Uint(n) => n.to_string(),
+            FieldValue::Float(n) => n.to_string(),
+            FieldValue::Bool(b) => b.to_string(),
+        }
+    }
+
+    fn into_json(self) -> Value {
+        match self {
+            FieldValue::Text(s) => Value::String(s),
+            FieldValue::Int(n) => n.into(),
+            FieldValue::Uint(n) => n.into(),
+            // NaN and infinities have no JSON form: kept as text.
+            FieldValue::Float(n) => serde_json::Number::from_f64(n)
+                .map_or_else(|| Value::String(n.to_string()), Value::Number),
+            FieldValue::Bool(b) => b.into(),
+        }
+    }
+
+    fn as_count(&self) -> Option<u64> {
+        match self {
+            FieldValue::Uint(n) => Some(*n),
+            FieldValue::Int(n) => u64::try_from(*n).ok(),
+            FieldValue::Text(s) => s.trim().parse().ok(),
+            FieldValue::Float(_) | FieldValue::Bool(_) => None,
+        }
+    }
+
+    fn as_number(&self) -> Option<f64> {
+        let n = match self {
+            FieldValue::Float(n) => *n,
+            FieldValue::Int(n) => *n as f64,
+            FieldValue::Uint(n) => *n as f64,
+            FieldValue::Text(s) => s.trim().parse().ok()?,
+            FieldValue::Bool(_) => return None,
+        };
+        n.is_finite().then_some(n)
+    }
+}
+
+/// The values of one span's fields, in the order recorded.
+#[derive(Debug, Default)]
+pub(super) struct FieldValues(pub(super) Vec<(&'static str, FieldValue)>);
+
+impl FieldValues {
+    /// The value of `name` as text, if it was recorded as a non-empty string.
+    pub(super) fn text(&self, name: &str) -> Option<&str> {
+        self.0.iter().find_map(|(n, v)| match v {
+            FieldValue::Text(s) if *n == name && !s.is_empty() => Some(s.as_str()),
+            _ => None,
+        })
+    }
+
+    fn push(&mut self, field: &Field, value: FieldValue) {
+        self.0.push((field.name(), value));
+    }
+}
+
+impl Visit for FieldValues {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.push(field, FieldValue::Text(value.to_owned()));
+    }
+
+    fn record_i64(&mut self, field: &Field, value: i64) {
+        self.push(field, FieldValue::Int(value));
+    }
+
+    fn record_u64(&mut self, field: &Field, value: u64) {
+        self.push(field, FieldValue::Uint(value));
+    }
+
+    fn record_i128(&mut self, field: &Field, value: i128) {
+        let value = i64::try_from(value)
+            .map_or_else(|_| FieldValue::Text(value.to_string()), FieldValue::Int);
+        self.push(field, value);
+    }
+
+    fn record_u128(&mut self, field: &Field, value: u128) {
+        let value = u64::try_from(value)
+            .map_or_else(|_| FieldValue::Text(value.to_string()), FieldValue::Uint);
+        self.push(field, value);
+    }
+
+    fn record_f64(&mut self, field: &Field, value: f64) {
+        self.push(field, FieldValue::Float(value));
+    }
+
+    fn record_bool(&mut self, field: &Field, value: bool) {
+        self.push(field, FieldValue::Bool(value));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.push(field, FieldValue::Text(value.to_string()));
+    }
+
+    // `%value` arrives here too, already in its Display form.
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        self.push(field, FieldValue::Text(format!("{value:?}")));
+    }
+}
+
+/// The message of an ERROR event: its `error` field, else its `message`.
+#[derive(Debug, Default)]
+pub(super) struct ErrorMessage {
+    error: Option<String>,
+    message: Option<String>,
+}
+
+impl ErrorMessage {
+    pub(super) fn into_text(self) -> Option<String> {
+        self.error.or(self.message)
+    }
+}
+
+impl Visit for ErrorMessage {
+    fn record_str(&mut self, field: &Field, value: &str) {
+        self.record_debug(field, &format_args!("{value}"));
+    }
+
+    fn record_error(&mut self, field: &Field, value: &(dyn std::error::Error + 'static)) {
+        self.record_debug(field, &format_args!("{value}"));
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        match field.name() {
+            "error" => self.error = Some(format!("{value:?}")),
+            "message" => self.message = Some(format!("{value:?}")),
+            _ => {}
+        }
+    }
+}
+
+/// What the marked span is in PandaProbe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Trace,
+    Span,
+}
+
+/// Where one field goes.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Mapped {
+    Model(String),
+    PromptTokens(u64),
+    CompletionTokens(u64),
+    Cost(f64),
+    Input(Value),
+    Output(Value),
+    SessionId(String),
+    UserId(String),
+    Tags(Vec<String>),
+    /// Status ERROR, with the error's text when there is one.
+    Error(Option<String>),
+    Metadata(&'static str, Value),
+}
+
+/// The table of the module docs. `None`: the field is a mark, or says "no error".
+pub(super) fn map_field(name: &'static str, value: FieldValue, role: Role) -> Option<Mapped> {
+    let mapped = match (name, role) {
+        (TRACE_MARK | KIND_MARK, _) => return None,
+        ("input", _) => Mapped::Input(parse_json(value)),
+        ("output", _) => Mapped::Output(parse_json(value)),
+        ("error", _) => match value {
+            FieldValue::Bool(false) => return None,
+            FieldValue::Bool(true) => Mapped::Error(None),
+            FieldValue::Text(s) if s.is_empty() => Mapped::Error(None),
+            other => Mapped::Error(Some(other.into_text())),
+        },
+        ("model" | "gen_ai.request.model", Role::Span) => Mapped::Model(value.into_text()),
+        ("prompt_tokens" | "gen_ai.usage.input_tokens", Role::Span) => match value.as_count() {
+            Some(n) => Mapped::PromptTokens(n),
+            None => Mapped::Metadata(name, value.into_json()),
+        },
+        ("completion_tokens" | "gen_ai.usage.output_tokens", Role::Span) => {
+            match value.as_count() {
+                Some(n) => Mapped::CompletionTokens(n),
+                None => Mapped::Metadata(name, value.into_json()),
+            }
+        }
+        ("cost", Role::Span) => match value.as_number() {
+            Some(n) => Mapped::Cost(n),
+            None => Mapped::Metadata(name, value.into_json()),
+        },
+        ("session_id", Role::Trace) => Mapped::SessionId(value.into_text()),
+        ("user_id", Role::Trace) => Mapped::UserId(value.into_text()),
+        ("tags", Role::Trace) => Mapped::Tags(
+            value
+                .into_text()
+                .split(',')
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        _ => Mapped::Metadata(name, value.into_json()),
+    };
+    Some(mapped)
+}
+
+/// Text holding a JSON object or array is parsed; anything else is kept as it is.
+fn parse_json(value: FieldValue) -> Value {
+    match value {
+        FieldValue::Text(text) => match serde_json::from_str::<Value>(&text) {
+            Ok(parsed @ (Value::Object(_) | Value::Array(_))) => parsed,
+            _ => Value::String(text),
+        },
+        other => other.into_json(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn text(s: &str) -> FieldValue {
+        FieldValue::Text(s.to_owned())
+    }
+
+    fn span(name: &'static str, value: FieldValue) -> Option<Mapped> {
+        map_field(name, value, Role::Span)
+    }
+
+    fn trace(name: &'static str, value: FieldValue) -> Option<Mapped> {
+        map_field(name, value, Role::Trace)
+    }
+
+    #[test]
+    fn marks_are_not_data() {
+        assert_eq!(trace(TRACE_MARK, text("agent")), None);
+        assert_eq!(span(KIND_MARK, text("llm")), None);
+    }
+
+    #[test]
+    fn model_under_both_names() {
+        assert_eq!(
+            span("model", text("gpt-x")),
+            Some(Mapped::Model("gpt-x".into()))
+        );
+        let otel = span("gen_ai.request.model", text("gpt-y"));
+        assert_eq!(otel, Some(Mapped::Model("gpt-y".into())));
+    }
+
+    #[test]
+    fn tokens_under_both_names_from_numbers_or_digits() {
+        assert_eq!(
+            span("prompt_tokens", FieldValue::Uint(3)),
+            Some(Mapped::PromptTokens(3))
+        );
+        let otel_in = span("gen_ai.usage.input_tokens", FieldValue::Int(4));
+        assert_eq!(otel_in, Some(Mapped::PromptTokens(4)));
+        let otel_out = span("gen_ai.usage.output_tokens", text(" 5 "));
+        assert_eq!(otel_out, Some(Mapped::CompletionTokens(5)));
+        assert_eq!(
+            span("completion_tokens", FieldValue::Uint(6)),
+            Some(Mapped::CompletionTokens(6))
+        );
+        // Not a count: kept in metadata rather than lost.
+        let negative = span("prompt_tokens", FieldValue::Int(-1));
+        assert_eq!(negative, Some(Mapped::Metadata("prompt_tokens", json!(-1))));
+    }
+
+    #[test]
+    fn cost_is_a_finite_number() {
+        assert_eq!(
+            span("cost", FieldValue::Float(0.25)),
+            Some(Mapped::Cost(0.25))
+        );
+        assert_eq!(span("cost", FieldValue::Uint(2)), Some(Mapped::Cost(2.0)));
+        assert_eq!(span("cost", text("0.5")), Some(Mapped::Cost(0.5)));
+        let nan = span("cost", FieldValue::Float(f64::NAN));
+        assert_eq!(nan, Some(Mapped::Metadata("cost", json!("NaN"))));
+    }
+
+    #[test]
+    fn input_and_output_parse_json_objects_and_arrays_only() {
+        let object = span(
+            "input",
+            text(r#"{"messages":[{"role":"user","content":"hi"}]}"#),
+        );
+        let expected = json!({"messages": [{"role": "user", "content": "hi"}]});
+        assert_eq!(object, Some(Mapped::Input(expected)));
+        assert_eq!(
+            trace("output", text("[1,2]")),
+            Some(Mapped::Output(json!([1, 2])))
+        );
+        assert_eq!(
+            span("input", text("hello")),
+            Some(Mapped::Input(json!("hello")))
+        );
+        assert_eq!(span("input", text("42")), Some(Mapped::Input(json!("42"))));
+        assert_eq!(
+            span("output", text("{broken")),
+            Some(Mapped::Output(json!("{broken")))
+        );
+        assert_eq!(
+            span("output", FieldValue::Uint(7)),
+            Some(Mapped::Output(json!(7)))
+        );
+    }
+
+    #[test]
+    fn trace_fields_on_a_trace_and_metadata_on_a_span() {
+        assert_eq!(
+            trace("session_id", text("s-1")),
+            Some(Mapped::SessionId("s-1".into()))
+        );
+        assert_eq!(
+            trace("user_id", FieldValue::Uint(7)),
+            Some(Mapped::UserId("7".into()))
+        );
+        let tags = trace("tags", text("beta, eu,,fast "));
+        assert_eq!(
+            tags,
+            Some(Mapped::Tags(vec![
+                "beta".into(),
+                "eu".into(),
+                "fast".into()
+            ]))
+        );
+        let on_span = span("session_id", text("s-1"));
+        assert_eq!(on_span, Some(Mapped::Metadata("session_id", json!("s-1"))));
+        let model_on_trace = trace("model", text("gpt-x"));
+        assert_eq!(
+            model_on_trace,
+            Some(Mapped::Metadata("model", json!("gpt-x")))
+        );
+    }
+
+    #[test]
+    fn error_text_or_flag() {
+        assert_eq!(
+            span("error", text("timeout")),
+            Some(Mapped::Error(Some("timeout".into())))
+        );
+        assert_eq!(
+            trace("error", FieldValue::Bool(true)),
+            Some(Mapped::Error(None))
+        );
+        assert_eq!(span("error", text("")), Some(Mapped::Error(None)));
+        assert_eq!(span("error", FieldValue::Bool(false)), None);
+    }
+
+    #[test]
+    fn anything_else_is_metadata_with_its_type() {
+        assert_eq!(
+            span("attempt", FieldValue::Uint(2)),
+            Some(Mapped::Metadata("attempt", json!(2)))
+        );
+        let flag = trace("cached", FieldValue::Bool(true));
+        assert_eq!(flag, Some(Mapped::Metadata("cached", json!(true))));
+        let uri = trace("uri", text("/ask?q=1"));
+        assert_eq!(uri, Some(Mapped::Metadata("uri", json!("/ask?q=1"))));
+    }
+
+    #[test]
+    fn text_finds_non_empty_strings_only() {
+        let values = FieldValues(vec![
+            (TRACE_MARK, FieldValue::Bool(true)),
+            (KIND_MARK, text("LLM")),
+            ("empty", text("")),
+        ]);
+        assert_eq!(values.text(TRACE_MARK), None);
+        assert_eq!(values.text(KIND_MARK), Some("LLM"));
+        assert_eq!(values.text("empty"), None);
+    }
+}

@@ -1,0 +1,169 @@
+//! What the layer keeps in a marked span's extensions: the PandaProbe trace or span it became,
+//! and what its fields add up to so far (metadata and token counts arrive one field at a time,
+//! but the SDK's setters take them whole).
+
+use serde_json::{Map, Value};
+use uuid::Uuid;
+
+use super::fields::{map_field, FieldValues, Mapped, Role};
+use crate::trace::{Span, SpanKind, SpanStatus, Trace, TraceStatus};
+
+/// The error text of a span that was open while its thread panicked.
+const PANICKED: &str = "panicked";
+
+enum Target {
+    Trace(Trace),
+    Span(Span),
+}
+
+/// A marked span, as one layer made it.
+pub(super) struct Node {
+    /// The layer that made it: another layer in the same subscriber leaves it alone.
+    owner: u64,
+    target: Target,
+    metadata: Map<String, Value>,
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    failed: bool,
+}
+
+impl Node {
+    pub(super) fn trace(owner: u64, trace: Trace) -> Node {
+        Node::new(owner, Target::Trace(trace))
+    }
+
+    pub(super) fn span(owner: u64, span: Span) -> Node {
+        Node::new(owner, Target::Span(span))
+    }
+
+    fn new(owner: u64, target: Target) -> Node {
+        Node {
+            owner,
+            target,
+            metadata: Map::new(),
+            prompt_tokens: None,
+            completion_tokens: None,
+            failed: false,
+        }
+    }
+
+    pub(super) fn is_owned_by(&self, owner: u64) -> bool {
+        self.owner == owner
+    }
+
+    pub(super) fn trace_id(&self) -> Uuid {
+        match &self.target {
+            Target::Trace(trace) => trace.trace_id(),
+            Target::Span(span) => span.trace_id(),
+        }
+    }
+
+    /// The trace, when this node is one.
+    pub(super) fn as_trace(&self) -> Option<&Trace> {
+        match &self.target {
+            Target::Trace(trace) => Some(trace),
+            Target::Span(_) => None,
+        }
+    }
+
+    /// Opens a span under this one.
+    pub(super) fn child(&self, name: &str, kind: SpanKind) -> Span {
+        match &self.target {
+            Target::Trace(trace) => trace.span(name, kind),
+            Target::Span(span) => span.span(name, kind),
+        }
+    }
+
+    /// Applies recorded fields, at creation or from `Span::record`.
+    pub(super) fn record(&mut self, values: FieldValues) {
+        let role = match self.target {
+            Target::Trace(_) => Role::Trace,
+            Target::Span(_) => Role::Span,
+        };
+        let (mut metadata_changed, mut tokens_changed) = (false, false);
+        for (name, value) in values.0 {
+            let Some(mapped) = map_field(name, value, role) else {
+                continue;
+            };
+            match (&self.target, mapped) {
+                (_, Mapped::Metadata(key, value)) => {
+                    self.metadata.insert(key.to_owned(), value);
+                    metadata_changed = true;
+                }
+                (_, Mapped::PromptTokens(n)) => {
+                    self.prompt_tokens = Some(n);
+                    tokens_changed = true;
+                }
+                (_, Mapped::CompletionTokens(n)) => {
+                    self.completion_tokens = Some(n);
+                    tokens_changed = true;
+                }
+                (_, Mapped::Error(error)) => self.fail(error),
+                (Target::Trace(t), Mapped::Input(v)) => t.set_input(v),
+                (Target::Trace(t), Mapped::Output(v)) => t.set_output(v),
+                (Target::Trace(t), Mapped::SessionId(id)) => t.set_session_id(id),
+                (Target::Trace(t), Mapped::UserId(id)) => t.set_user_id(id),
+                (Target::Trace(t), Mapped::Tags(tags)) => {
+                    tags.into_iter().for_each(|tag| t.add_tag(tag))
+                }
+                (Target::Span(s), Mapped::Input(v)) => s.set_input(v),
+                (Target::Span(s), Mapped::Output(v)) => s.set_output(v),
+                (Target::Span(s), Mapped::Model(model)) => s.set_model(model),
+                (Target::Span(s), Mapped::Cost(cost)) => s.set_cost(cost),
+                // `map_field` sends these to metadata for the other role.
+                (Target::Trace(_), Mapped::Model(_) | Mapped::Cost(_))
+                | (Target::Span(_), Mapped::SessionId(_) | Mapped::UserId(_) | Mapped::Tags(_)) => {
+                }
+            }
+        }
+        if metadata_changed {
+            self.flush_metadata();
+        }
+        if tokens_changed {
+            if let Target::Span(span) = &self.target {
+                let (prompt, completion) = (self.prompt_tokens, self.completion_tokens);
+                span.set_token_usage(prompt.unwrap_or(0), completion.unwrap_or(0));
+            }
+        }
+    }
+
+    fn flush_metadata(&self) {
+        let metadata = Value::Object(self.metadata.clone());
+        match &self.target {
+            Target::Trace(trace) => trace.set_metadata(metadata),
+            Target::Span(span) => span.set_metadata(metadata),
+        }
+    }
+
+    /// Status ERROR; a trace, which has no error field, keeps the text as `metadata.error`.
+    pub(super) fn fail(&mut self, error: Option<String>) {
+        self.failed = true;
+        match (&self.target, error) {
+            (Target::Span(span), Some(error)) => span.set_error(error),
+            (Target::Span(span), None) => span.set_status(SpanStatus::Error),
+            (Target::Trace(trace), error) => {
+                trace.set_status(TraceStatus::Error);
+                if let Some(error) = error {
+                    self.metadata
+                        .insert("error".to_owned(), Value::String(error));
+                    self.flush_metadata();
+                }
+            }
+        }
+    }
+
+    /// A panic went through the span: status ERROR, unless an error was recorded already.
+    pub(super) fn fail_on_panic(&mut self) {
+        if !self.failed {
+            self.fail(Some(PANICKED.to_owned()));
+        }
+    }
+
+    /// Ends the span, or ends and queues the trace.
+    pub(super) fn close(self) {
+        match self.target {
+            Target::Trace(trace) => trace.end(),
+            Target::Span(span) => span.end(),
+        }
+    }
+}

@@ -1,0 +1,460 @@
+//! No silent loss: what the server could not store is fixed before it is sent (NUL characters
+//! in traces), every record that is dropped reaches the drop hook once with what is known of
+//! it, is logged where people look, and is counted under a reason that tells "lost" from
+//! "maybe delivered".
+
+mod common;
+
+use std::sync::mpsc;
+use std::thread;
+use std::time::Duration;
+
+use common::{assert_accounted, client_for, faithful_server, lenient_server, logs, Drops, WAIT};
+use pandaprobe::{
+    Client, DropReason, FlushError, QueueFullPolicy, RecordKind, Score, ScoreError, SpanKind,
+    TraceStatus, Uuid,
+};
+use pandaprobe_testing::{Fault, TestServer, SCORES_PATH};
+use serde_json::json;
+
+/// A trace with a NUL character in one place, ended.
+fn trace_with_nul_in(client: &Client, place: &str) -> Uuid {
+    let nul = "a\0b";
+    let builder = match place {
+        "name" => client.trace(nul),
+        "session id" => client.trace("t").session_id(nul),
+        "user id" => client.trace("t").user_id(nul),
+        "tag" => client.trace("t").tags(["ok", nul]),
+        "input" => client
+            .trace("t")
+            .input(json!({"messages": [{"content": nul}]})),
+        "metadata key" => client.trace("t").metadata(json!({ nul: 1 })),
+        _ => client.trace("t"),
+    };
+    let trace = builder.start();
+    let span = trace.span(if place == "span name" { nul } else { "s" }, SpanKind::Llm);
+    match place {
+        "output" => trace.set_output(json!(nul)),
+        "metadata value" => trace.set_metadata(json!({"k": [nul]})),
+        "span error" => span.set_error(nul),
+        "span model" => span.set_model(nul),
+        "span input" => span.set_input(json!({ "q": nul })),
+        "span metadata" => span.set_metadata(json!({ nul: nul })),
+        _ => {}
+    }
+    span.end();
+    let id = trace.trace_id();
+    trace.end();
+    id
+}
+
+#[test]
+fn a_trace_with_a_nul_anywhere_is_stored_without_it_and_counted() {
+    let logs = logs(); // installed before anything is logged
+    let server = faithful_server(); // it never stores a trace containing NUL
+    let client = client_for(&server).build().expect("client");
+    let places = [
+        "name",
+        "session id",
+        "user id",
+        "tag",
+        "input",
+        "output",
+        "metadata key",
+        "metadata value",
+        "span name",
+        "span error",
+        "span model",
+        "span input",
+        "span metadata",
+    ];
+    let ids: Vec<Uuid> = places
+        .iter()
+        .map(|place| trace_with_nul_in(&client, place))
+        .collect();
+    client.flush(WAIT).expect("sent");
+    assert!(server.wait_for_stored_traces(places.len(), WAIT));
+    for (place, id) in places.iter().zip(&ids) {
+        assert!(
+            server.trace_stored_at(*id).is_some(),
+            "NUL in {place}: not stored"
+        );
+    }
+    for trace in server.traces() {
+        let body = trace.body.to_string();
+        assert!(!body.contains("\\u0000"), "{body}");
+        assert!(body.contains('\u{FFFD}'), "{body}");
+    }
+    // "span metadata" has two (key and value), "input" one, every other place one.
+    let stats = client.stats();
+    assert_eq!(stats.nul_replaced, places.len() as u64 + 1, "{stats}");
+    client.shutdown(WAIT).expect("clean shutdown");
+    assert!(!logs.lines_with(&["replaced", "NUL character"]).is_empty());
+}
+
+#[test]
+fn a_wrong_key_reaches_the_hook_for_every_record_with_status_401_and_logs_an_error() {
+    let logs = logs(); // installed before anything is logged
+    let server = lenient_server();
+    let drops = Drops::default();
+    let client = client_for(&server)
+        .api_key("sk_pp_wrong")
+        .on_drop(drops.hook())
+        .build()
+        .expect("client");
+    let trace = client.start_trace("agent");
+    let trace_id = trace.trace_id();
+    trace
+        .score(Score::numeric(trace_id, "held", 0.5))
+        .expect("held");
+    trace.end();
+    let other = Uuid::new_v4();
+    for i in 0..5 {
+        client
+            .score(Score::numeric(other, format!("s{i}"), 0.5))
+            .expect("queued");
+    }
+    let flushed = client.flush(WAIT);
+    assert_eq!(
+        flushed,
+        Err(FlushError::Dropped {
+            dropped: 7,
+            reason: DropReason::Rejected
+        }),
+        "a wrong key does not look like success"
+    );
+    let events = drops.events();
+    assert_eq!(events.len(), 7, "{events:#?}");
+    for event in &events {
+        assert_eq!(event.reason(), DropReason::Rejected);
+        assert_eq!(event.status(), Some(401), "{event}");
+        assert!(
+            event
+                .message()
+                .is_some_and(|m| m.contains("Invalid API key")),
+            "{event}"
+        );
+    }
+    let traces: Vec<_> = events
+        .iter()
+        .filter(|e| e.kind() == RecordKind::Trace)
+        .collect();
+    assert_eq!(traces.len(), 1);
+    assert_eq!(
+        (traces[0].trace_id(), traces[0].name()),
+        (trace_id, "agent")
+    );
+    let held = events
+        .iter()
+        .find(|e| e.name() == "held")
+        .expect("held score");
+    assert_eq!(held.trace_id(), trace_id);
+    let mut names: Vec<&str> = events
+        .iter()
+        .filter(|e| e.trace_id() == other)
+        .map(|e| e.name())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(names, ["s0", "s1", "s2", "s3", "s4"]);
+    let stats = client.stats();
+    assert_eq!(
+        (stats.scores.dropped.rejected, stats.traces.dropped.rejected),
+        (6, 1)
+    );
+    assert!(!logs
+        .lines_with(&[
+            "ERROR",
+            "PANDAPROBE_API_KEY",
+            "PANDAPROBE_PROJECT_NAME",
+            "401"
+        ])
+        .is_empty());
+}
+
+#[test]
+fn a_server_kept_down_drops_as_retries_exhausted_and_the_hook_says_why() {
+    let logs = logs(); // installed before anything is logged
+    let server = lenient_server();
+    server.stop();
+    let drops = Drops::default();
+    let client = client_for(&server)
+        .max_retries(2)
+        .on_drop(drops.hook())
+        .build()
+        .expect("client");
+    let id = Uuid::new_v4();
+    for i in 0..3 {
+        client
+            .score(Score::numeric(id, format!("down{i}"), 0.5))
+            .expect("queued");
+    }
+    assert_eq!(
+        client.flush(WAIT),
+        Err(FlushError::Dropped {
+            dropped: 3,
+            reason: DropReason::RetriesExhausted
+        })
+    );
+    let events = drops.events();
+    assert_eq!(events.len(), 3);
+    for event in &events {
+        assert_eq!(
+            (
+                event.kind(),
+                event.reason(),
+                event.trace_id(),
+                event.status()
+            ),
+            (RecordKind::Score, DropReason::RetriesExhausted, id, None)
+        );
+        assert!(event.message().is_some_and(|m| !m.is_empty()), "{event}");
+    }
+    let lines = logs.lines_with(&["WARN", "retries_exhausted", &id.to_string()]);
+    assert!(!lines.is_empty(), "one line with an example");
+    assert!(lines[0].contains("down"), "{}", lines[0]);
+}
+
+#[test]
+fn a_panicking_hook_is_caught_and_counted_and_the_worker_goes_on() {
+    let logs = logs(); // installed before anything is logged
+    let server = lenient_server();
+    server.fail_next_on(SCORES_PATH, 3, Fault::Status(422));
+    let client = client_for(&server)
+        .max_in_flight(1)
+        .on_drop(|_| panic!("a hook with a bug"))
+        .build()
+        .expect("client");
+    let id = Uuid::new_v4();
+    for i in 0..10 {
+        client
+            .score(Score::numeric(id, format!("s{i}"), 0.5))
+            .expect("queued");
+    }
+    let flushed = client.flush(WAIT);
+    assert!(
+        matches!(flushed, Err(FlushError::Dropped { dropped: 3, .. })),
+        "{flushed:?}"
+    );
+    let stats = client.stats();
+    assert_eq!((stats.hook_panics, stats.scores.sent), (3, 7), "{stats}");
+    client
+        .score(Score::numeric(id, "after", 0.5))
+        .expect("still taking scores");
+    client.flush(WAIT).expect("still delivering");
+    assert!(!logs.lines_with(&["on_drop hook panicked"]).is_empty());
+}
+
+#[test]
+fn shutdown_tells_records_lost_from_requests_abandoned_in_flight() {
+    let server = lenient_server();
+    server.set_responder(|_| Some(Fault::Hang));
+    let drops = Drops::default();
+    let client = client_for(&server)
+        .max_in_flight(4)
+        .on_drop(drops.hook())
+        .build()
+        .expect("client");
+    let id = Uuid::new_v4();
+    for i in 0..10 {
+        client
+            .score(Score::numeric(id, format!("s{i}"), 0.5))
+            .expect("queued");
+    }
+    assert!(server.wait_for_requests(4, WAIT), "four in flight");
+    let result = client.shutdown(Duration::from_secs(1));
+    assert_eq!(
+        result,
+        Err(FlushError::Timeout {
+            pending: 10,
+            timeout: Duration::from_secs(1)
+        })
+    );
+    let stats = client.stats();
+    assert_eq!(stats.scores.dropped.shutdown_in_flight, 4, "{stats}");
+    assert_eq!(stats.scores.dropped.shutdown, 6, "{stats}");
+    assert_accounted(&stats);
+    let in_flight = drops
+        .events()
+        .iter()
+        .filter(|e| e.reason() == DropReason::ShutdownInFlight)
+        .count();
+    assert_eq!((in_flight, drops.events().len()), (4, 10));
+}
+
+#[test]
+fn a_used_up_quota_drops_traces_at_once_without_pausing_anything() {
+    let logs = logs(); // installed before anything is logged
+    let server = TestServer::builder()
+        .lenient()
+        .trace_quota(2)
+        .start()
+        .expect("test server");
+    let drops = Drops::default();
+    let client = client_for(&server)
+        .on_drop(drops.hook())
+        .build()
+        .expect("client");
+    for _ in 0..5 {
+        let trace = client.start_trace("agent");
+        trace
+            .score(Score::numeric(trace.trace_id(), "held", 0.5))
+            .expect("held");
+        trace.end();
+    }
+    let other = Uuid::new_v4();
+    for i in 0..20 {
+        client
+            .score(Score::numeric(other, format!("s{i}"), 0.5))
+            .expect("queued");
+    }
+    let flushed = client.flush(WAIT);
+    assert!(
+        matches!(
+            flushed,
+            Err(FlushError::Dropped {
+                dropped: 6,
+                reason: DropReason::QuotaExceeded
+            })
+        ),
+        "{flushed:?}"
+    );
+    let stats = client.stats();
+    assert_eq!(stats.traces.dropped.quota_exceeded, 3, "{stats}");
+    assert_eq!(
+        stats.scores.dropped.quota_exceeded, 3,
+        "their scores go with them"
+    );
+    assert_eq!(stats.scores.sent, 22);
+    let trace_requests = server
+        .requests()
+        .iter()
+        .filter(|r| r.path != SCORES_PATH)
+        .count();
+    assert_eq!(trace_requests, 5, "one request each: no retry can help");
+    assert_eq!(drops.events().len(), 6);
+    assert!(!logs.lines_with(&["ERROR", "quota"]).is_empty());
+}
+
+#[test]
+fn a_trace_ended_by_a_panic_is_sent_with_status_error() {
+    let server = lenient_server();
+    let client = client_for(&server).build().expect("client");
+    let worker_client = client.clone();
+    let (id_tx, id_rx) = mpsc::channel();
+    let panicked = thread::spawn(move || {
+        let trace = worker_client.start_trace("agent");
+        let _span = trace.span("tool", SpanKind::Tool);
+        id_tx.send(trace.trace_id()).expect("send");
+        panic!("the agent failed");
+    })
+    .join();
+    assert!(panicked.is_err());
+    let id = id_rx.recv().expect("trace id");
+    client.flush(WAIT).expect("sent");
+    let trace = server
+        .traces()
+        .into_iter()
+        .find(|t| t.id == id)
+        .expect("the trace arrived");
+    assert_eq!(trace.body["status"], "ERROR");
+    assert_eq!(trace.body["spans"][0]["status"], "ERROR");
+    let _ = TraceStatus::Error; // the status it maps to
+}
+
+#[test]
+fn the_global_score_holds_no_lock_while_the_client_works() {
+    // A score blocked on a full queue (Block policy) must not block `init` from another
+    // thread: the global client is cloned out of its lock before it is used.
+    let server = lenient_server();
+    server.set_responder(|_| Some(Fault::Hang));
+    let client = client_for(&server)
+        .max_queue_size(1)
+        .max_in_flight(1)
+        .queue_full(QueueFullPolicy::Block(Duration::from_secs(5)))
+        .build()
+        .expect("client");
+    let _guard = pandaprobe::init(client);
+    let id = Uuid::new_v4();
+    for i in 0..3 {
+        let _ = pandaprobe::score(Score::numeric(id, format!("fill{i}"), 0.5));
+    }
+    let (done_tx, done_rx) = mpsc::channel();
+    let score_done = done_tx.clone();
+    let blocked = thread::spawn(move || {
+        let result = pandaprobe::score(Score::numeric(id, "blocked", 0.5));
+        let _ = score_done.send("score");
+        result
+    });
+    assert!(server.wait_for_requests(1, WAIT));
+    let replaced = thread::spawn(move || {
+        let guard = pandaprobe::init(Client::disabled());
+        let _ = done_tx.send("init");
+        guard
+    });
+    assert_eq!(done_rx.recv_timeout(WAIT), Ok("init"), "init did not wait");
+    assert_eq!(
+        blocked.join().expect("thread"),
+        Err(ScoreError::QueueFull),
+        "the blocked score timed out on its own"
+    );
+    drop(replaced.join().expect("thread"));
+}
+
+#[test]
+fn scores_of_a_trace_that_is_never_stored_are_dropped_with_it_not_retried_forever() {
+    // A trace the server accepts and never stores (as it does with NUL, before the SDK
+    // replaced it): its scores, waiting for it, give up together when their time is out.
+    let server = faithful_server();
+    server.fail_next(
+        1,
+        Fault::Raw {
+            status: 202,
+            headers: vec![],
+            body: r#"{"trace_id":"x","task_id":"y"}"#.into(),
+        },
+    );
+    let drops = Drops::default();
+    let client = client_for(&server)
+        .retry_max_elapsed(Duration::from_secs(1))
+        .on_drop(drops.hook())
+        .build()
+        .expect("client");
+    let trace = client.start_trace("lost");
+    let id = trace.trace_id();
+    trace.end();
+    for name in ["a", "b", "c"] {
+        client.score(Score::numeric(id, name, 0.5)).expect("queued");
+    }
+    let flushed = client.flush(Duration::from_secs(20));
+    assert!(
+        matches!(
+            flushed,
+            Err(FlushError::Dropped {
+                dropped: 3,
+                reason: DropReason::RetriesExhausted
+            })
+        ),
+        "{flushed:?}"
+    );
+    let answered_500 = server.status_count(500);
+    assert!(
+        answered_500 <= 6,
+        "probes only, not three scores each: {answered_500}"
+    );
+    let events = drops.events();
+    assert_eq!(events.len(), 3);
+    assert!(events
+        .iter()
+        .all(|e| e.trace_id() == id && e.status() == Some(500)));
+    let with_trace = events
+        .iter()
+        .filter(|e| {
+            e.message()
+                .is_some_and(|m| m.contains("trace was not stored"))
+        })
+        .count();
+    assert_eq!(
+        with_trace, 2,
+        "the two that waited with the probe say why: {events:#?}"
+    );
+}

@@ -1,0 +1,250 @@
+//! Scores after their trace: the server stores a trace a while after answering 202 (first come
+//! first served, two at a time, a base time plus a time per span) and answers 500 to a score
+//! whose trace is not stored yet. Scores for a trace this client sent wait outside the
+//! requests being sent, go as soon as the trace can be stored (one probe first), never hold up
+//! other records, and a burst of traces with scores is delivered without a drop.
+
+mod common;
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{assert_accounted, assert_all_sent, client_for, WAIT};
+use pandaprobe::{Client, Score, SpanKind};
+use pandaprobe_testing::TestServer;
+
+/// The real server's storage (the test server's defaults), without its rate limits.
+fn storing_server() -> TestServer {
+    TestServer::builder()
+        .no_rate_limits()
+        .start()
+        .expect("test server")
+}
+
+/// A trace with `spans` spans, ended, then scored three times right away.
+fn trace_then_three_scores(client: &Client, spans: usize) -> pandaprobe::Uuid {
+    let trace = client.start_trace("agent");
+    for i in 0..spans {
+        trace.span(format!("step {i}"), SpanKind::Tool).end();
+    }
+    let id = trace.trace_id();
+    trace.end();
+    for name in ["relevance", "helpfulness", "safety"] {
+        client.score(Score::numeric(id, name, 0.5)).expect("queued");
+    }
+    id
+}
+
+/// 10,000 requests, each ending a trace with one span and scoring it three times.
+fn burst(server: &TestServer, client: &Client, per_second: Option<f64>) {
+    let start = Instant::now();
+    for i in 0..10_000u32 {
+        if let Some(rate) = per_second {
+            // Pacing the producer like a live service, not synchronising with the worker.
+            let due = start + Duration::from_secs_f64(f64::from(i) / rate);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                thread::sleep(wait);
+            }
+        }
+        trace_then_three_scores(client, 1);
+    }
+    let produced = start.elapsed();
+    let flushed = client.flush(Duration::from_secs(60));
+    let stats = client.stats();
+    eprintln!(
+        "burst ({per_second:?}/s): produced in {produced:?}, flush {flushed:?} {:?} later; \
+         {stats}; 500s answered: {}",
+        start.elapsed() - produced,
+        server.status_count(500)
+    );
+    flushed.expect("every record delivered");
+    assert_all_sent(&stats.traces, 10_000);
+    assert_all_sent(&stats.scores, 30_000);
+    assert_eq!(server.score_count(), 30_000);
+}
+
+/// A server that stores every trace 20 ms after accepting it, however many arrive: the
+/// pipeline, not the server, is under test.
+fn fast_storing_server() -> TestServer {
+    TestServer::builder()
+        .no_rate_limits()
+        .trace_store_time(Duration::from_millis(20), Duration::ZERO)
+        .trace_store_workers(128)
+        .record_requests(false)
+        .start()
+        .expect("test server")
+}
+
+#[test]
+fn a_paced_burst_of_traces_with_scores_drops_nothing_at_default_settings() {
+    let server = fast_storing_server();
+    let client = client_for(&server).build().expect("client");
+    burst(&server, &client, Some(3600.0));
+}
+
+#[test]
+fn an_unpaced_burst_drops_nothing_when_the_queue_holds_it() {
+    let server = fast_storing_server();
+    let client = client_for(&server)
+        .max_queue_size(40_000)
+        .build()
+        .expect("client");
+    burst(&server, &client, None);
+}
+
+#[test]
+fn big_and_small_traces_back_to_back_need_almost_no_500s() {
+    let server = storing_server();
+    let client = client_for(&server).build().expect("client");
+    let sizes = [0, 500, 0, 250, 0, 100, 0, 400, 0, 50, 0, 300];
+    let start = Instant::now();
+    let ids: Vec<_> = sizes
+        .iter()
+        .map(|&spans| trace_then_three_scores(&client, spans))
+        .collect();
+    client
+        .flush(Duration::from_secs(60))
+        .expect("all delivered");
+    let flushed_at = Instant::now();
+    let last_stored = ids
+        .iter()
+        .filter_map(|id| server.trace_stored_at(*id))
+        .max()
+        .expect("stored");
+    let score_requests = server.request_count() - sizes.len();
+    let refused = server.status_count(500);
+    eprintln!(
+        "{} traces of 0-500 spans: {score_requests} score requests, {refused} answered 500; \
+         last trace stored after {:?}, flush returned {:?} later",
+        sizes.len(),
+        last_stored.saturating_duration_since(start),
+        flushed_at.saturating_duration_since(last_stored)
+    );
+    assert_eq!(server.score_count(), 3 * sizes.len(), "each delivered once");
+    assert!(
+        refused * 50 <= score_requests,
+        "{refused} of {score_requests}"
+    );
+    assert_accounted(&client.stats());
+}
+
+#[test]
+fn a_server_slower_than_the_model_costs_one_probe_per_miss_not_one_500_per_score() {
+    let server = TestServer::builder()
+        .no_rate_limits()
+        .trace_store_time(Duration::from_millis(150), Duration::from_millis(30))
+        .start()
+        .expect("test server");
+    let client = client_for(&server).build().expect("client");
+    let sizes = [0, 40, 0, 20, 0];
+    for &spans in &sizes {
+        trace_then_three_scores(&client, spans);
+    }
+    client
+        .flush(Duration::from_secs(60))
+        .expect("all delivered");
+    let refused = server.status_count(500);
+    eprintln!(
+        "slower server: {refused} answers of 500 for {} traces",
+        sizes.len()
+    );
+    assert_eq!(server.score_count(), 3 * sizes.len());
+    // Each miss is one probe: the two scores waiting with it never went.
+    assert!(refused <= 2 * sizes.len(), "{refused}");
+    assert_accounted(&client.stats());
+}
+
+#[test]
+fn flush_returns_soon_after_a_small_trace_is_stored() {
+    let server = storing_server();
+    let client = client_for(&server).build().expect("client");
+    let mut after = Vec::new();
+    for _ in 0..5 {
+        let id = trace_then_three_scores(&client, 1);
+        client.flush(WAIT).expect("delivered");
+        let flushed = Instant::now();
+        let stored = server.trace_stored_at(id).expect("stored");
+        after.push(flushed.saturating_duration_since(stored));
+    }
+    after.sort();
+    eprintln!("flush returned after the trace was stored: {after:?}");
+    assert_eq!(
+        server.status_count(500),
+        0,
+        "no score went before its trace"
+    );
+    // The design goal is 150 ms (the model's 30 ms for a small trace, then one round trip);
+    // the test allows a loaded machine a second.
+    assert!(after[2] < Duration::from_secs(1), "{after:?}");
+}
+
+#[test]
+fn scores_made_on_the_open_trace_and_after_it_wait_together() {
+    let server = storing_server();
+    let client = client_for(&server).build().expect("client");
+    let trace = client.start_trace("agent");
+    let id = trace.trace_id();
+    trace
+        .score(Score::categorical(id, "verdict", "PASS"))
+        .expect("held");
+    trace.span("llm", SpanKind::Llm).end();
+    trace.end();
+    client
+        .score(Score::boolean(id, "grounded", true))
+        .expect("queued");
+    client.flush(WAIT).expect("delivered");
+    assert_eq!(server.score_count(), 2);
+    assert_eq!(server.status_count(500), 0);
+}
+
+#[test]
+fn held_scores_never_hold_up_scores_of_other_traces() {
+    let server = Arc::new(storing_server());
+    // A trace stored long ago (by another service, say).
+    let other = client_for(&server).build().expect("client");
+    let stored_id = other.start_trace("earlier").trace_id();
+    other.flush(WAIT).expect("sent");
+    assert!(server.wait_for_stored_traces(1, WAIT));
+    // A trace that takes seconds to store, with its scores, then scores for the stored one.
+    let client = client_for(&server).build().expect("client");
+    let slow = trace_then_three_scores(&client, 300);
+    for i in 0..50 {
+        client
+            .score(Score::numeric(stored_id, format!("s{i}"), 0.1))
+            .expect("queued");
+    }
+    assert!(
+        server.wait_for_scores(50, WAIT),
+        "not held up by the slow trace"
+    );
+    assert!(
+        server.trace_stored_at(slow).is_none(),
+        "the slow trace is still being stored"
+    );
+    client
+        .flush(Duration::from_secs(30))
+        .expect("all delivered");
+    assert_eq!(server.score_count(), 53);
+    assert_eq!(server.status_count(500), 0);
+}
+
+#[test]
+fn client_scores_for_a_trace_still_open_wait_for_it_without_holding_up_a_flush() {
+    let server = storing_server();
+    let client = client_for(&server).build().expect("client");
+    let trace = client.start_trace("request");
+    let id = trace.trace_id();
+    // The handler scores the trace of the request it is in, by id, while the trace is open.
+    client
+        .score(Score::numeric(id, "relevance", 0.7))
+        .expect("queued");
+    client
+        .flush(WAIT)
+        .expect("a flush does not wait for a trace still open");
+    assert_eq!(server.request_count(), 0, "nothing went before its trace");
+    trace.end();
+    client.flush(WAIT).expect("now both are delivered");
+    assert_eq!((server.trace_count(), server.score_count()), (1, 1));
+    assert_eq!(server.status_count(500), 0);
+}

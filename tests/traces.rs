@@ -1,0 +1,994 @@
+//! Traces and spans on the wire and in the hands of their users: the exact body (every field,
+//! key order, no nulls, timestamps), spans that end with their trace, a trace ended by dropping
+//! its last handle (also after its client handle, also during a panic), handles shared and
+//! ended across threads and tasks (once), the server's limits (500 spans, field lengths, no
+//! empty names), and traces counted apart from scores.
+//!
+//! The server is lenient (traces stored at once): how scores wait for their trace to be stored
+//! is in `trace_storage.rs`.
+
+mod common;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use common::{assert_accounted, assert_all_sent, client_for, lenient_server, WAIT};
+use pandaprobe::{
+    Client, Score, SpanKind, SpanStatus, Stats, Trace, TraceStatus, Uuid, MAX_SPANS_PER_TRACE,
+};
+use pandaprobe_testing::{ReceivedRequest, TestServer, SCORES_PATH, TRACES_PATH};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// The contract's order of a trace's top-level keys.
+const TRACE_KEYS: [&str; 14] = [
+    "trace_id",
+    "name",
+    "status",
+    "started_at",
+    "ended_at",
+    "input",
+    "output",
+    "metadata",
+    "session_id",
+    "user_id",
+    "environment",
+    "release",
+    "tags",
+    "spans",
+];
+
+/// The contract's order of a span's keys.
+const SPAN_KEYS: [&str; 16] = [
+    "span_id",
+    "parent_span_id",
+    "name",
+    "kind",
+    "status",
+    "input",
+    "output",
+    "model",
+    "token_usage",
+    "metadata",
+    "started_at",
+    "ended_at",
+    "error",
+    "completion_start_time",
+    "model_parameters",
+    "cost",
+];
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+fn requests_to(server: &TestServer, path: &str) -> Vec<ReceivedRequest> {
+    server
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == path)
+        .collect()
+}
+
+/// The one trace request the server received, as raw bytes and parsed.
+fn only_trace_request(server: &TestServer) -> (Vec<u8>, Value) {
+    let requests = requests_to(server, TRACES_PATH);
+    assert_eq!(requests.len(), 1, "exactly one POST /traces: {requests:#?}");
+    let request = &requests[0];
+    assert_eq!(request.status, Some(202), "the server accepted the trace");
+    let body = request.json().expect("the trace body is JSON");
+    (request.body.to_vec(), body)
+}
+
+/// The keys of a JSON object in the order they appear in the raw text.
+struct Keys(Vec<String>);
+
+impl<'de> Deserialize<'de> for Keys {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Keys, D::Error> {
+        struct KeysVisitor;
+        impl<'de> Visitor<'de> for KeysVisitor {
+            type Value = Keys;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Keys, A::Error> {
+                let mut keys = Vec::new();
+                while let Some((key, IgnoredAny)) = map.next_entry::<String, IgnoredAny>()? {
+                    keys.push(key);
+                }
+                Ok(Keys(keys))
+            }
+        }
+        d.deserialize_map(KeysVisitor)
+    }
+}
+
+#[derive(Deserialize)]
+struct SpanKeys {
+    #[serde(default)]
+    spans: Vec<Keys>,
+}
+
+/// Top-level keys, then each span's keys, in raw order.
+fn raw_key_order(raw: &[u8]) -> (Vec<String>, Vec<Vec<String>>) {
+    let top: Keys = serde_json::from_slice(raw).expect("the raw body is a JSON object");
+    let spans: SpanKeys = serde_json::from_slice(raw).expect("the raw body's spans");
+    (top.0, spans.spans.into_iter().map(|k| k.0).collect())
+}
+
+/// `keys` appear in the same relative order as in `contract`, and every one is in it.
+#[track_caller]
+fn assert_in_contract_order(keys: &[String], contract: &[&str], what: &str) {
+    let positions: Vec<usize> = keys
+        .iter()
+        .map(|k| {
+            contract
+                .iter()
+                .position(|c| c == k)
+                .unwrap_or_else(|| panic!("{what}: key {k:?} is not in the contract"))
+        })
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "{what}: keys {keys:?} are not in the contract's order {contract:?}"
+    );
+}
+
+#[track_caller]
+fn assert_no_null(value: &Value, path: &str) {
+    match value {
+        Value::Null => panic!("null at {path}"),
+        Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                assert_no_null(item, &format!("{path}[{i}]"));
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map {
+                assert_no_null(v, &format!("{path}.{k}"));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// RFC 3339 in UTC with exactly six fractional digits: `2026-11-29T03:27:52.093623+00:00`.
+/// Fixed width, so such strings compare in time order as text.
+#[track_caller]
+fn assert_timestamp(value: &Value, what: &str) -> String {
+    let s = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {value}"));
+    const PATTERN: &str = "dddd-dd-ddTdd:dd:dd.dddddd+00:00";
+    assert_eq!(s.len(), PATTERN.len(), "{what} {s:?}: wrong length");
+    for (c, p) in s.bytes().zip(PATTERN.bytes()) {
+        let ok = if p == b'd' {
+            c.is_ascii_digit()
+        } else {
+            c == p
+        };
+        assert!(ok, "{what} {s:?} does not look like {PATTERN}");
+    }
+    s.to_owned()
+}
+
+/// Now, in the SDK's timestamp format, for comparing as text.
+fn now_stamp() -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00"
+    );
+    time::OffsetDateTime::from(SystemTime::now())
+        .format(format)
+        .expect("format now")
+}
+
+#[track_caller]
+fn assert_uuid(value: &Value, what: &str) -> Uuid {
+    let s = value
+        .as_str()
+        .unwrap_or_else(|| panic!("{what} is not a string: {value}"));
+    let id = Uuid::parse_str(s).unwrap_or_else(|e| panic!("{what} {s:?} is not a UUID: {e}"));
+    assert_eq!(
+        s,
+        id.hyphenated().to_string(),
+        "{what}: lower-case hyphenated"
+    );
+    id
+}
+
+/// Validates and removes the timestamps of a trace body so that the rest can be compared
+/// exactly; returns the removed ones by key (`"spans[i].key"` for spans).
+fn take_timestamps(body: &mut Value) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    let top = body.as_object_mut().expect("the trace body is an object");
+    for key in ["started_at", "ended_at"] {
+        if let Some(v) = top.remove(key) {
+            out.insert(key.to_owned(), assert_timestamp(&v, key));
+        }
+    }
+    if let Some(Value::Array(spans)) = top.get_mut("spans") {
+        for (i, span) in spans.iter_mut().enumerate() {
+            let span = span.as_object_mut().expect("a span is an object");
+            for key in ["started_at", "ended_at", "completion_start_time"] {
+                if let Some(v) = span.remove(key) {
+                    let what = format!("spans[{i}].{key}");
+                    out.insert(what.clone(), assert_timestamp(&v, &what));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `traces` traces and `scores` scores accepted, all sent, nothing else.
+#[track_caller]
+fn assert_sent(stats: &Stats, traces: u64, scores: u64) {
+    assert_accounted(stats);
+    assert_all_sent(&stats.traces, traces);
+    assert_all_sent(&stats.scores, scores);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The exact body
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_trace_with_nested_spans_and_every_field_has_the_exact_body() {
+    let server = lenient_server();
+    let client = client_for(&server)
+        .environment("prod")
+        .release("1.2.3")
+        .build()
+        .expect("client");
+    let before = now_stamp();
+
+    let trace = client
+        .trace("agent")
+        .session_id("sess-42")
+        .user_id("user-7")
+        .tags(["prod"])
+        .tags(vec![String::from("canary")])
+        .input(json!({"messages": [{"role": "user", "content": "hi"}]}))
+        .metadata(json!({"team": "search", "attempt": 1}))
+        .start();
+    let trace_id = trace.trace_id();
+    assert_eq!(trace_id.get_version_num(), 4, "a fresh v4 UUID");
+
+    let agent = trace.span("plan", SpanKind::Agent);
+    agent.set_input(json!({"goal": "answer"}));
+    let llm = agent.span("llm-call", SpanKind::Llm);
+    llm.set_input(json!({"messages": [{"role": "user", "content": "hi"}]}));
+    llm.set_model("gpt-x");
+    llm.set_model_parameters(json!({"temperature": 0.2, "max_tokens": 64}));
+    llm.set_completion_start();
+    llm.set_output(json!({"messages": [{"role": "assistant", "content": "hello"}]}));
+    llm.set_token_usage(3, 5);
+    llm.set_cost(0.0001);
+    llm.set_metadata(json!({"provider": "local"}));
+    llm.set_status(SpanStatus::Ok);
+    let (llm_id, agent_id) = (llm.span_id(), agent.span_id());
+    assert_eq!(llm.trace_id(), trace_id);
+    llm.end();
+    let tool = agent.span("search", SpanKind::Tool);
+    let fetch = tool.span("fetch", SpanKind::Retriever);
+    let (tool_id, fetch_id) = (tool.span_id(), fetch.span_id());
+    tool.set_error("timeout");
+    drop(fetch);
+    tool.end();
+    agent.set_output(json!("done"));
+    agent.end();
+    let chain = trace.span("post-process", SpanKind::Chain);
+    chain.set_metadata(json!("not an object"));
+    let chain_id = chain.span_id();
+    chain.end();
+    let embed = trace.span("embed", SpanKind::Embedding);
+    let embed_id = embed.span_id();
+    embed.end();
+    let misc = trace.span_with_parent(Some(chain_id), "misc", SpanKind::Other);
+    let misc_id = misc.span_id();
+    misc.end();
+
+    trace.set_output(json!({"messages": [{"role": "assistant", "content": "hello"}]}));
+    trace.set_status(TraceStatus::Error);
+    trace.end();
+    client.flush(WAIT).expect("flush");
+    let after = now_stamp();
+
+    let (raw, mut body) = only_trace_request(&server);
+    let traces = server.traces();
+    assert_eq!(traces.len(), 1);
+    assert_eq!(traces[0].id, trace_id, "stored under the trace's id");
+    assert_no_null(&body, "$");
+
+    // Key order as sent: the contract's, top level exactly.
+    let (top_keys, span_keys) = raw_key_order(&raw);
+    assert_eq!(top_keys, TRACE_KEYS, "top-level keys in contract order");
+    assert_eq!(span_keys.len(), 7);
+    for (i, keys) in span_keys.iter().enumerate() {
+        assert_in_contract_order(keys, &SPAN_KEYS, &format!("spans[{i}]"));
+    }
+
+    // Every id is a UUID.
+    assert_eq!(assert_uuid(&body["trace_id"], "trace_id"), trace_id);
+    let spans = body["spans"].as_array().expect("spans is an array").clone();
+    for (i, span) in spans.iter().enumerate() {
+        assert_uuid(&span["span_id"], &format!("spans[{i}].span_id"));
+        if let Some(parent) = span.get("parent_span_id") {
+            assert_uuid(parent, &format!("spans[{i}].parent_span_id"));
+        }
+    }
+
+    // Timestamps: format, order, and within the test's run.
+    let ts = take_timestamps(&mut body);
+    let t = |k: &str| {
+        ts.get(k)
+            .unwrap_or_else(|| panic!("no timestamp {k}"))
+            .as_str()
+    };
+    assert!(
+        before.as_str() <= t("started_at"),
+        "{before} <= {}",
+        t("started_at")
+    );
+    assert!(t("started_at") <= t("ended_at"));
+    assert!(
+        t("ended_at") <= after.as_str(),
+        "{} <= {after}",
+        t("ended_at")
+    );
+    for i in 0..7 {
+        let (start, end) = (
+            t(&format!("spans[{i}].started_at")),
+            t(&format!("spans[{i}].ended_at")),
+        );
+        assert!(t("started_at") <= start, "span {i} starts within the trace");
+        assert!(start <= end, "span {i} ends after it starts");
+        assert!(end <= t("ended_at"), "span {i} ends within the trace");
+    }
+    // Children run inside their parents (llm=1 and search=2 in plan=0; fetch=3 in search=2).
+    for (child, parent) in [(1, 0), (2, 0), (3, 2)] {
+        assert!(
+            t(&format!("spans[{parent}].started_at")) <= t(&format!("spans[{child}].started_at"))
+        );
+        assert!(t(&format!("spans[{child}].ended_at")) <= t(&format!("spans[{parent}].ended_at")));
+    }
+    let cst = t("spans[1].completion_start_time");
+    assert!(t("spans[1].started_at") <= cst && cst <= t("spans[1].ended_at"));
+    assert_eq!(ts.len(), 2 + 7 * 2 + 1, "no other timestamps: {ts:?}");
+
+    // Everything else, exactly.
+    let expected = json!({
+        "trace_id": trace_id.to_string(),
+        "name": "agent",
+        "status": "ERROR",
+        "input": {"messages": [{"role": "user", "content": "hi"}]},
+        "output": {"messages": [{"role": "assistant", "content": "hello"}]},
+        "metadata": {"team": "search", "attempt": 1},
+        "session_id": "sess-42",
+        "user_id": "user-7",
+        "environment": "prod",
+        "release": "1.2.3",
+        "tags": ["prod", "canary"],
+        "spans": [
+            {
+                "span_id": agent_id.to_string(),
+                "name": "plan",
+                "kind": "AGENT",
+                "status": "UNSET",
+                "input": {"goal": "answer"},
+                "output": "done",
+            },
+            {
+                "span_id": llm_id.to_string(),
+                "parent_span_id": agent_id.to_string(),
+                "name": "llm-call",
+                "kind": "LLM",
+                "status": "OK",
+                "input": {"messages": [{"role": "user", "content": "hi"}]},
+                "output": {"messages": [{"role": "assistant", "content": "hello"}]},
+                "model": "gpt-x",
+                "token_usage": {"prompt_tokens": 3, "completion_tokens": 5, "total_tokens": 8},
+                "metadata": {"provider": "local"},
+                "model_parameters": {"temperature": 0.2, "max_tokens": 64},
+                "cost": {"total": 0.0001},
+            },
+            {
+                "span_id": tool_id.to_string(),
+                "parent_span_id": agent_id.to_string(),
+                "name": "search",
+                "kind": "TOOL",
+                "status": "ERROR",
+                "error": "timeout",
+            },
+            {
+                "span_id": fetch_id.to_string(),
+                "parent_span_id": tool_id.to_string(),
+                "name": "fetch",
+                "kind": "RETRIEVER",
+                "status": "UNSET",
+            },
+            {
+                "span_id": chain_id.to_string(),
+                "name": "post-process",
+                "kind": "CHAIN",
+                "status": "UNSET",
+                "metadata": {"value": "not an object"},
+            },
+            {
+                "span_id": embed_id.to_string(),
+                "name": "embed",
+                "kind": "EMBEDDING",
+                "status": "UNSET",
+            },
+            {
+                "span_id": misc_id.to_string(),
+                "parent_span_id": chain_id.to_string(),
+                "name": "misc",
+                "kind": "OTHER",
+                "status": "UNSET",
+            },
+        ],
+    });
+    assert_eq!(body, expected);
+
+    let stats = client.stats();
+    assert_sent(&stats, 1, 0);
+    assert_eq!(stats.requests, 1);
+    assert_eq!(stats.spans_dropped, 0);
+}
+
+#[test]
+fn a_minimal_trace_omits_every_absent_key() {
+    let server = lenient_server();
+    let client = client_for(&server).build().expect("client");
+    let trace = client.start_trace("bare");
+    trace.span("step", SpanKind::default()).end();
+    trace.end();
+    client.flush(WAIT).expect("flush");
+
+    let (raw, body) = only_trace_request(&server);
+    assert_no_null(&body, "$");
+    let (top, spans) = raw_key_order(&raw);
+    assert_eq!(
+        top,
+        [
+            "trace_id",
+            "name",
+            "status",
+            "started_at",
+            "ended_at",
+            "spans"
+        ]
+    );
+    assert_eq!(
+        spans,
+        [[
+            "span_id",
+            "name",
+            "kind",
+            "status",
+            "started_at",
+            "ended_at"
+        ]]
+    );
+    assert_eq!(body["status"], "COMPLETED", "the default status");
+    assert_eq!(body["spans"][0]["kind"], "OTHER", "the default kind");
+    assert_eq!(
+        body["spans"][0]["status"], "UNSET",
+        "the default span status"
+    );
+
+    // No spans at all: no `spans` key.
+    server.reset_records();
+    client.start_trace("no-spans").end();
+    client.flush(WAIT).expect("flush");
+    let (raw, _) = only_trace_request(&server);
+    assert_eq!(
+        raw_key_order(&raw).0,
+        ["trace_id", "name", "status", "started_at", "ended_at"]
+    );
+    assert_sent(&client.stats(), 2, 0);
+}
+
+/// "Keys omitted when absent, never null": a `Value::Null` handed to a setter means "not set",
+/// not `"input":null` or `{"value":null}`.
+#[test]
+fn null_json_values_are_left_out_of_the_body() {
+    let server = lenient_server();
+    let client = client_for(&server).build().expect("client");
+    let trace = client
+        .trace("nulls")
+        .input(Value::Null)
+        .metadata(Value::Null)
+        .start();
+    trace.set_output(Value::Null);
+    trace.set_metadata(Value::Null);
+    trace.set_input(Value::Null);
+    let span = trace.span("s", SpanKind::Llm);
+    span.set_input(Value::Null);
+    span.set_output(Value::Null);
+    span.set_metadata(Value::Null);
+    span.set_model_parameters(Value::Null);
+    span.end();
+    trace.end();
+    client.flush(WAIT).expect("flush");
+    let (raw, body) = only_trace_request(&server);
+    assert_no_null(&body, "$");
+    let (top, spans) = raw_key_order(&raw);
+    assert_eq!(
+        top,
+        [
+            "trace_id",
+            "name",
+            "status",
+            "started_at",
+            "ended_at",
+            "spans"
+        ]
+    );
+    assert_eq!(
+        spans,
+        [[
+            "span_id",
+            "name",
+            "kind",
+            "status",
+            "started_at",
+            "ended_at"
+        ]]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Open spans, dropped handles
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_span_still_open_when_its_trace_ends_ends_with_it() {
+    let server = lenient_server();
+    let client = client_for(&server).build().expect("client");
+    let trace = client.start_trace("open-span");
+    trace.span("closed", SpanKind::Tool).end();
+    let open = trace.span("open", SpanKind::Llm);
+    let open_child = open.span("open-child", SpanKind::Tool);
+    open.set_model("before-end");
+    trace.end();
+
+    // The handles outlive the trace: setting, opening and dropping them now changes nothing.
+    open.set_model("after-end");
+    open.set_error("after-end");
+    drop(open.span("opened-after-end", SpanKind::Other));
+    drop(open_child);
+    drop(open);
+    client.flush(WAIT).expect("flush");
+
+    let (_, body) = only_trace_request(&server);
+    assert_no_null(&body, "$");
+    let trace_end = assert_timestamp(&body["ended_at"], "ended_at");
+    let spans = body["spans"].as_array().expect("spans");
+    let names: Vec<&str> = spans.iter().filter_map(|s| s["name"].as_str()).collect();
+    assert_eq!(
+        names,
+        ["closed", "open", "open-child"],
+        "no span opened after the end"
+    );
+    for span in &spans[1..] {
+        let end = assert_timestamp(&span["ended_at"], "open span's ended_at");
+        assert_eq!(
+            end, trace_end,
+            "an open span ends at the trace's end: {span}"
+        );
+    }
+    let closed_end = assert_timestamp(&spans[0]["ended_at"], "closed span's ended_at");
+    assert!(closed_end <= trace_end);
+    assert_eq!(
+        spans[1]["model"], "before-end",
+        "setters after the end do nothing"
+    );
+    assert!(spans[1].get("error").is_none(), "{}", spans[1]);
+    assert_eq!(spans[1]["status"], "UNSET");
+    let stats = client.stats();
+    assert_sent(&stats, 1, 0);
+    assert_eq!(
+        stats.spans_dropped, 0,
+        "a span opened after the end is not a dropped span"
+    );
+}
+
+#[test]
+fn a_trace_dropped_without_end_still_arrives_with_its_spans() {
+    let server = lenient_server();
+    let client = client_for(&server).build().expect("client");
+    let (trace_id, first_id, open_id);
+    {
+        let trace = client.start_trace("dropped");
+        trace_id = trace.trace_id();
+        let first = trace.span("first", SpanKind::Retriever);
+        first_id = first.span_id();
+        first.set_output(json!(["doc-1", "doc-2"]));
+        drop(first);
+        let open = trace.span("still-open", SpanKind::Llm);
+        open_id = open.span_id();
+        drop(trace); // the handle goes first, the span after it
+        drop(open);
+    }
+    client.flush(WAIT).expect("flush");
+
+    let (_, body) = only_trace_request(&server);
+    assert_no_null(&body, "$");
+    assert_eq!(assert_uuid(&body["trace_id"], "trace_id"), trace_id);
+    assert_eq!(body["status"], "COMPLETED");
+    let trace_end = assert_timestamp(&body["ended_at"], "ended_at");
+    let spans = body["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), 2);
+    assert_eq!(assert_uuid(&spans[0]["span_id"], "span_id"), first_id);
+    assert_eq!(spans[0]["output"], json!(["doc-1", "doc-2"]));
+    assert_eq!(assert_uuid(&spans[1]["span_id"], "span_id"), open_id);
+    assert_eq!(
+        assert_timestamp(&spans[1]["ended_at"], "open span's ended_at"),
+        trace_end
+    );
+    assert_sent(&client.stats(), 1, 0);
+}
+
+/// A trace whose last handle is dropped while its thread panics is sent, marked as failed.
+#[test]
+fn a_trace_dropped_during_a_panic_is_sent_as_an_error() {
+    let server = lenient_server();
+    let client = client_for(&server).build().expect("client");
+    let trace = client.start_trace("panics");
+    let trace_id = trace.trace_id();
+    let panicked = std::thread::spawn(move || {
+        // Unwinding drops the open span, then the trace's last handle.
+        let _span = trace.span("doomed", SpanKind::Tool);
+        panic!("the agent failed (a panic this test expects)");
+    })
+    .join();
+    assert!(panicked.is_err(), "the thread panicked");
+    client.flush(WAIT).expect("flush");
+    let (_, body) = only_trace_request(&server);
+    assert_eq!(assert_uuid(&body["trace_id"], "trace_id"), trace_id);
+    assert_eq!(body["status"], "ERROR");
+    assert_eq!(body["spans"][0]["status"], "ERROR", "{body}");
+    assert_sent(&client.stats(), 1, 0);
+}
+
+#[test]
+fn a_trace_that_outlives_its_client_handle_is_still_delivered() {
+    let server = lenient_server();
+    let client = client_for(&server).build().expect("client");
+    let trace = client.start_trace("outlives");
+    let trace_id = trace.trace_id();
+    trace
+        .score(Score::boolean(trace_id, "ok", true))
+        .expect("score through the trace");
+    drop(client); // the trace keeps the client alive
+    trace.end();
+    drop(trace); // the last handle of the client goes: its shutdown delivers what is queued
+    let traces = server.traces();
+    assert_eq!(traces.len(), 1, "delivered by the shutdown");
+    assert_eq!(traces[0].id, trace_id);
+    let scores = server.scores();
+    assert_eq!(scores.len(), 1, "the trace's score too");
+    assert_eq!(scores[0].body["trace_id"], trace_id.to_string());
+}
+
+// ---------------------------------------------------------------------------------------------
+// Threads and tasks
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn traces_and_spans_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Trace>();
+    assert_send_sync::<pandaprobe::Span>();
+    assert_send_sync::<pandaprobe::TraceBuilder>();
+    assert_send_sync::<Client>();
+}
+
+/// A clone moved into a thread and ended there ends the trace for every handle: it is sent
+/// once, and what the other handles do afterwards changes nothing.
+#[test]
+fn a_trace_clone_ended_on_another_thread_ends_it_once() {
+    let server = lenient_server();
+    let client = client_for(&server).build().expect("client");
+    let trace = client.start_trace("moved");
+    let trace_id = trace.trace_id();
+    let clone = trace.clone();
+    std::thread::spawn(move || {
+        let span = clone.span("on-thread", SpanKind::Tool);
+        span.span("child", SpanKind::Llm).end();
+        span.end();
+        clone.end();
+    })
+    .join()
+    .expect("the thread did not panic");
+    // Ended: later calls through the other handle do nothing.
+    trace.span("after-end", SpanKind::Other).end();
+    trace.set_output(json!("too late"));
+    trace.add_tag("too-late");
+    trace.end();
+    drop(trace);
+    client.flush(WAIT).expect("flush");
+
+    let (_, body) = only_trace_request(&server);
+    assert_eq!(assert_uuid(&body["trace_id"], "trace_id"), trace_id);
+    let spans = body["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), 2);
+    assert_eq!(spans[1]["parent_span_id"], spans[0]["span_id"]);
+    assert!(
+        body.get("output").is_none() && body.get("tags").is_none(),
+        "{body}"
+    );
+    assert_sent(&client.stats(), 1, 0);
+}
+
+#[test]
+fn spans_come_from_many_threads_into_one_trace() {
+    const THREADS: usize = 4;
+    const PER_THREAD: usize = 25;
+    let server = lenient_server();
+    let client = client_for(&server).build().expect("client");
+    let shared = client.start_trace("shared");
+    std::thread::scope(|s| {
+        for t in 0..THREADS {
+            let trace = shared.clone();
+            s.spawn(move || {
+                for i in 0..PER_THREAD {
+                    let span = trace.span(format!("t{t}-s{i}"), SpanKind::Chain);
+                    span.span(format!("t{t}-s{i}-child"), SpanKind::Other).end();
+                    span.end();
+                }
+            });
+        }
+    });
+    shared.end();
+    client.flush(WAIT).expect("flush");
+
+    let (_, body) = only_trace_request(&server);
+    let spans = body["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), 2 * THREADS * PER_THREAD);
+    let by_name: HashMap<&str, &Value> = spans
+        .iter()
+        .map(|s| (s["name"].as_str().expect("name"), &s["span_id"]))
+        .collect();
+    assert_eq!(by_name.len(), spans.len(), "every span name once");
+    for span in spans {
+        let name = span["name"].as_str().expect("name");
+        if let Some(parent) = name.strip_suffix("-child") {
+            assert_eq!(&span["parent_span_id"], by_name[parent], "{name}");
+        } else {
+            assert!(span.get("parent_span_id").is_none(), "{name}");
+        }
+        assert_timestamp(&span["ended_at"], "ended_at");
+    }
+    assert_sent(&client.stats(), 1, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_clone_crosses_await_points_in_tokio_tasks() {
+    fn assert_send<T: Send>(_: &T) {}
+    let server = lenient_server();
+    let client = client_for(&server).build().expect("client");
+    let trace = client
+        .trace("async-agent")
+        .session_id("async-session")
+        .start();
+    let trace_id = trace.trace_id();
+
+    let handle = trace.clone();
+    let task = async move {
+        let span = handle.span("llm-call", SpanKind::Llm);
+        tokio::task::yield_now().await;
+        span.set_model("gpt-x");
+        // A real suspension: the task may resume on the other worker thread.
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let tool = span.span("tool", SpanKind::Tool);
+        tokio::task::yield_now().await;
+        tool.end();
+        span.set_token_usage(1, 2);
+        span.end();
+        tokio::task::yield_now().await;
+        handle.end();
+    };
+    assert_send(&task);
+    tokio::spawn(task).await.expect("the task did not panic");
+    trace.end(); // already ended in the task: nothing more
+
+    // Many traces at once, each in its own task.
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let client = client.clone();
+        tasks.spawn(async move {
+            let trace = client.start_trace(format!("task-{i}"));
+            let span = trace.span("step", SpanKind::Agent);
+            tokio::task::yield_now().await;
+            span.end();
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            trace.end();
+        });
+    }
+    while let Some(done) = tasks.join_next().await {
+        done.expect("a task did not panic");
+    }
+    client.flush_async(WAIT).await.expect("flush");
+
+    let traces = server.traces();
+    assert_eq!(traces.len(), 21);
+    assert_eq!(
+        requests_to(&server, TRACES_PATH).len(),
+        21,
+        "each trace sent once"
+    );
+    let first = traces
+        .into_iter()
+        .find(|t| t.id == trace_id)
+        .expect("the async trace");
+    let spans = first.body["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), 2);
+    assert_eq!(spans[0]["model"], "gpt-x");
+    assert_eq!(spans[1]["parent_span_id"], spans[0]["span_id"]);
+    assert_eq!(first.body["session_id"], "async-session");
+    assert_sent(&client.stats(), 21, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server's limits
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn more_than_500_spans_sends_exactly_500_and_counts_the_rest() {
+    let server = lenient_server();
+    let client = client_for(&server).build().expect("client");
+    let extra = 23;
+    let trace = client.start_trace("many-spans");
+    let root = trace.span("root", SpanKind::Agent);
+    let mut first_ids = Vec::new();
+    for i in 0..(MAX_SPANS_PER_TRACE - 1 + extra) {
+        let span = root.span(format!("s{i}"), SpanKind::Tool);
+        // Setters on a span left out are harmless.
+        span.set_model("m");
+        if first_ids.len() < MAX_SPANS_PER_TRACE - 1 {
+            first_ids.push(span.span_id());
+        }
+        span.end();
+    }
+    root.end();
+    trace.end();
+    client.flush(WAIT).expect("flush");
+
+    assert_eq!(server.status_count(422), 0, "the server rejected nothing");
+    let (_, body) = only_trace_request(&server);
+    let spans = body["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), MAX_SPANS_PER_TRACE, "exactly the limit");
+    let sent_ids: Vec<Uuid> = spans[1..]
+        .iter()
+        .map(|s| assert_uuid(&s["span_id"], "span_id"))
+        .collect();
+    assert_eq!(sent_ids, first_ids, "the first spans are kept, in order");
+    let stats = client.stats();
+    assert_eq!(stats.spans_dropped, extra as u64);
+    assert!(
+        stats
+            .to_string()
+            .contains(&format!("spans dropped {extra}")),
+        "{stats}"
+    );
+    assert_sent(&stats, 1, 0);
+}
+
+#[test]
+fn over_long_names_and_ids_are_cut_and_an_empty_name_becomes_unnamed() {
+    let server = lenient_server();
+    let client = client_for(&server)
+        .environment("e".repeat(300))
+        .release("r".repeat(256))
+        .build()
+        .expect("client");
+    // Multi-byte characters: the cut is by characters, never inside one.
+    let trace = client
+        .trace("é".repeat(600))
+        .session_id("s".repeat(300))
+        .user_id("ü".repeat(300))
+        .start();
+    let span = trace.span("x".repeat(513), SpanKind::Llm);
+    span.set_model("m".repeat(300));
+    span.set_cost(f64::NAN); // not representable: left out, never null
+    span.end();
+    trace.span("", SpanKind::Tool).end();
+    trace.end();
+    client.start_trace("").end();
+    client
+        .trace("n".repeat(512))
+        .session_id("s".repeat(255))
+        .start()
+        .end();
+    client.flush(WAIT).expect("flush");
+
+    assert_eq!(server.status_count(422), 0, "no request the server rejects");
+    assert_eq!(server.status_count(202), 3);
+    let bodies: Vec<Value> = requests_to(&server, TRACES_PATH)
+        .iter()
+        .map(|r| r.json().expect("the trace body is JSON"))
+        .collect();
+    assert_eq!(bodies.len(), 3);
+    for body in &bodies {
+        assert_no_null(body, "$");
+    }
+    let body = &bodies[0];
+    assert_eq!(body["name"], "é".repeat(512));
+    assert_eq!(body["session_id"], "s".repeat(255));
+    assert_eq!(body["user_id"], "ü".repeat(255));
+    assert_eq!(body["environment"], "e".repeat(255));
+    assert_eq!(body["release"], "r".repeat(255));
+    let spans = body["spans"].as_array().expect("spans");
+    assert_eq!(spans[0]["name"], "x".repeat(512));
+    assert_eq!(spans[0]["model"], "m".repeat(255));
+    assert!(spans[0].get("cost").is_none(), "{}", spans[0]);
+    assert_eq!(spans[1]["name"], "unnamed", "an empty span name");
+    assert_eq!(bodies[1]["name"], "unnamed", "an empty trace name");
+    assert_eq!(
+        bodies[2]["name"],
+        "n".repeat(512),
+        "exactly at the limit: kept whole"
+    );
+    assert_eq!(bodies[2]["session_id"], "s".repeat(255));
+    assert_sent(&client.stats(), 3, 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Counting
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn stats_count_traces_apart_from_scores() {
+    let server = lenient_server();
+    let client = client_for(&server).build().expect("client");
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let trace = client.start_trace(format!("t{i}"));
+        ids.push(trace.trace_id());
+        trace.span("s", SpanKind::Tool).end();
+        trace
+            .score(Score::categorical(trace.trace_id(), "verdict", "PASS"))
+            .expect("score through the trace");
+        trace.end();
+    }
+    for id in &ids {
+        client
+            .score(Score::numeric(*id, "quality", 0.9))
+            .expect("score");
+    }
+    client
+        .score(Score::boolean(ids[0], "extra", false))
+        .expect("score");
+    let before = client.stats();
+    assert!(
+        before.scores.is_balanced() && before.traces.is_balanced(),
+        "{before}"
+    );
+    assert_eq!(
+        (before.traces.accepted, before.scores.accepted),
+        (3, 7),
+        "{before}"
+    );
+    client.flush(WAIT).expect("flush");
+
+    let stats = client.stats();
+    assert_sent(&stats, 3, 7);
+    assert_eq!(
+        (stats.traces.retried, stats.scores.retried),
+        (0, 0),
+        "{stats}"
+    );
+    assert_eq!(stats.requests, 10);
+    assert_eq!(server.trace_count(), 3);
+    assert_eq!(server.score_count(), 7);
+    assert_eq!(requests_to(&server, TRACES_PATH).len(), 3);
+    assert_eq!(requests_to(&server, SCORES_PATH).len(), 7);
+    let line = stats.to_string();
+    assert!(line.contains("traces: accepted 3, sent 3"), "{line}");
+    assert!(line.contains("scores: accepted 7, sent 7"), "{line}");
+}
