@@ -160,6 +160,13 @@ fn shutdown_request(timeout: Duration, reply: Reply) -> Control {
     Control::Shutdown { timeout, reply }
 }
 
+/// A record that could not be queued, counted as dropped, with why.
+struct Refused {
+    error: ScoreError,
+    reason: DropReason,
+    record: Record,
+}
+
 /// What the client handles use to hand records to the worker and to ask it things.
 pub(crate) struct Producer {
     shared: Arc<Shared>,
@@ -202,6 +209,7 @@ impl Producer {
     pub(crate) fn score(&self, score: Score) -> Result<(), ScoreError> {
         score.validate()?;
         self.enqueue(Record::Score(score))
+            .map_err(|refused| refused.error)
     }
 
     /// Counts a score made through an open trace as accepted: it is now the SDK's to deliver.
@@ -210,40 +218,40 @@ impl Producer {
     }
 
     /// Queues an ended trace with the scores that wait for it. It has no error to return, so
-    /// a refusal goes to the drop hook.
+    /// a refusal goes to the drop hook, for the trace and each of its scores.
     pub(crate) fn trace_ended(&self, trace: EndedTrace, spans_over_limit: u64, nul_replaced: u64) {
         let counters = &self.shared.counters;
         counters.spans_dropped(spans_over_limit);
         counters.nul_replaced(nul_replaced);
-        let held = trace.scores.len() as u64;
+        let Err(refused) = self.enqueue(Record::Trace(Box::new(trace))) else {
+            return;
+        };
+        let Record::Trace(trace) = refused.record else {
+            return;
+        };
         let id = trace.data.trace_id;
-        let name = trace.data.name.clone();
-        if let Err(error) = self.enqueue(Record::Trace(Box::new(trace))) {
-            let _ = self.notices.try_send(Notice::Abandoned(id));
-            let reason = match error {
-                ScoreError::QueueFull => DropReason::QueueFull,
-                ScoreError::WorkerDied => DropReason::WorkerFailed,
-                _ => DropReason::Shutdown,
-            };
-            let event = DropEvent::new(RecordKind::Trace, reason, id, name)
-                .with_answer(None, Some(error.to_string()));
-            self.shared.call_hook(&event);
-            tracing::debug!(target: "pandaprobe", trace_id = %id, held_scores = held, "{event}");
+        let _ = self.notices.try_send(Notice::Abandoned(id));
+        let message = Some(refused.error.to_string());
+        let event = |kind, name: &str| {
+            DropEvent::new(kind, refused.reason, id, name).with_answer(None, message.clone())
+        };
+        self.shared
+            .call_hook(&event(RecordKind::Trace, &trace.data.name));
+        for score in &trace.scores {
+            self.shared
+                .call_hook(&event(RecordKind::Score, score.name()));
         }
+        tracing::debug!(target: "pandaprobe", trace_id = %id, "trace not queued: {}", refused.error);
     }
 
-    fn enqueue(&self, record: Record) -> Result<(), ScoreError> {
+    /// Hands a record to the worker, or counts it dropped and says why.
+    fn enqueue(&self, record: Record) -> Result<(), Refused> {
         let shared = &*self.shared;
         let before = shared.counters.accepted(record.kind(), 1);
-        if let Some(refusal) = shared.refusal() {
-            let reason = match refusal {
-                ScoreError::WorkerDied => DropReason::WorkerFailed,
-                _ => DropReason::Shutdown,
-            };
-            self.count_dropped(&record, reason);
-            return Err(refusal);
+        if let Some(error) = shared.refusal() {
+            return Err(self.refuse(record, error));
         }
-        let full = match self.records.try_send(record) {
+        let record = match self.records.try_send(record) {
             Ok(()) => None,
             Err(TrySendError::Full(record)) => {
                 // A full queue must be drained now, not at the next tick: the batch-threshold
@@ -257,21 +265,19 @@ impl Producer {
                             Ok(()) => None,
                             Err(SendTimeoutError::Timeout(record)) => Some(record),
                             Err(SendTimeoutError::Disconnected(record)) => {
-                                self.count_dropped(&record, DropReason::Shutdown);
-                                return Err(ScoreError::ShutDown);
+                                return Err(self.refuse(record, ScoreError::ShutDown));
                             }
                         }
                     }
                 }
             }
             Err(TrySendError::Disconnected(record)) => {
-                self.count_dropped(&record, DropReason::Shutdown);
-                return Err(shared.refusal().unwrap_or(ScoreError::ShutDown));
+                let error = shared.refusal().unwrap_or(ScoreError::ShutDown);
+                return Err(self.refuse(record, error));
             }
         };
-        if let Some(record) = full {
-            self.count_dropped(&record, DropReason::QueueFull);
-            return Err(ScoreError::QueueFull);
+        if let Some(record) = record {
+            return Err(self.refuse(record, ScoreError::QueueFull));
         }
         // One wake-up per `batch_size` records at most; otherwise the worker's interval timer
         // picks them up. Counting acceptances, rather than asking the queue its length, keeps
@@ -282,11 +288,22 @@ impl Producer {
         Ok(())
     }
 
-    fn count_dropped(&self, record: &Record, reason: DropReason) {
+    /// Counts a record that could not be queued (with the scores a trace carries) as dropped.
+    fn refuse(&self, record: Record, error: ScoreError) -> Refused {
+        let reason = match error {
+            ScoreError::QueueFull => DropReason::QueueFull,
+            ScoreError::WorkerDied => DropReason::WorkerFailed,
+            _ => DropReason::Shutdown,
+        };
         let counters = &self.shared.counters;
         counters.dropped(record.kind(), reason, 1);
-        if let Record::Trace(trace) = record {
+        if let Record::Trace(trace) = &record {
             counters.dropped(RecordKind::Score, reason, trace.scores.len() as u64);
+        }
+        Refused {
+            error,
+            reason,
+            record,
         }
     }
 

@@ -30,6 +30,14 @@ fn unicode_digit(c: char) -> Option<u8> {
 /// What `float(text)` returns in Python, or `None` where it raises `ValueError`. Plain ASCII
 /// text, the common case, is read without an allocation.
 pub(crate) fn parse(text: &str) -> Option<f64> {
+    // Over this alphabet Rust's grammar is Python's: `[sign] (digits [. digits?] | . digits)
+    // [e [sign] digits]`; anything else (spaces, `_`, other scripts, `inf`) takes the long way.
+    if text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'+' | b'-' | b'e' | b'E'))
+    {
+        return text.parse::<f64>().ok();
+    }
     if text.is_ascii() {
         return parse_ascii(text);
     }

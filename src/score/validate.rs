@@ -24,7 +24,7 @@ impl Score {
             TraceIdInput::Invalid(raw) => return Err(ScoreError::InvalidTraceId(raw.to_string())),
         };
         check_length(&self.name, ScoreError::NameTooLong)?;
-        if self.name.contains('\0') {
+        if self.name.as_bytes().contains(&0) {
             return Err(ScoreError::NulCharacter("name"));
         }
         match (&self.value, self.data_type) {
@@ -42,7 +42,11 @@ impl Score {
             (ScoreValue::Bool(_), _) => {}
         }
         if let Some(extras) = &self.extras {
-            if extras.reason.as_ref().is_some_and(|r| r.contains('\0')) {
+            if extras
+                .reason
+                .as_ref()
+                .is_some_and(|r| r.as_bytes().contains(&0))
+            {
                 return Err(ScoreError::NulCharacter("reason"));
             }
             if let Some(metadata) = &extras.metadata {
@@ -60,7 +64,7 @@ impl Score {
 
 fn validate_text(text: &str, data_type: ScoreDataType) -> Result<(), ScoreError> {
     check_length(text, ScoreError::ValueTooLong)?;
-    if text.contains('\0') {
+    if text.as_bytes().contains(&0) {
         return Err(ScoreError::NulCharacter("value"));
     }
     match data_type {
@@ -94,9 +98,11 @@ fn check_length(text: &str, error: fn(usize) -> ScoreError) -> Result<(), ScoreE
 
 fn has_nul(value: &serde_json::Value) -> bool {
     match value {
-        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::String(s) => s.as_bytes().contains(&0),
         serde_json::Value::Array(items) => items.iter().any(has_nul),
-        serde_json::Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        serde_json::Value::Object(map) => map
+            .iter()
+            .any(|(k, v)| k.as_bytes().contains(&0) || has_nul(v)),
         _ => false,
     }
 }

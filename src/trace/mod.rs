@@ -407,6 +407,7 @@ impl Trace {
     ///         answer
     ///     })
     ///     .await;
+    /// trace.set_output(serde_json::json!({ "answer": answer }));
     /// # });
     /// # Ok(()) }
     /// ```

@@ -74,8 +74,9 @@ fn window(config: &Config) -> usize {
 }
 
 /// How long scores for a trace still open in this process wait for it to end before they are
-/// sent anyway (and retried until it is stored).
-const OPEN_TRACE_HOLD: Duration = Duration::from_secs(600);
+/// sent anyway (and retried until it is stored): as long as `TracingLayer` lets a trace stay
+/// open. With no room left for waiting scores, those of the trace open longest go sooner.
+const OPEN_TRACE_HOLD: Duration = Duration::from_secs(3600);
 
 /// One request under way: it hands back its job's key and what the attempt produced.
 type Sending = Pin<Box<dyn Future<Output = (u64, Attempt)> + Send>>;
@@ -239,6 +240,12 @@ impl Worker {
                     }
                 }
             }
+        }
+        for job in self.gate.make_room() {
+            // Scores of a trace open too long to keep waiting: flushes wait for them again.
+            self.barrier.open(job.seq);
+            self.scores.push(job);
+            self.active += 1;
         }
         while self.active < self.window && !self.gate.is_full() {
             let Ok(record) = self.records.try_recv() else {

@@ -17,6 +17,7 @@ impl Worker {
             return;
         };
         job.note(&attempt);
+        let pooled = !job.retry.fresh_connection();
         let verdict = self
             .policy
             .decide(&mut job.retry, &attempt, job.probe.is_some(), now);
@@ -29,7 +30,8 @@ impl Worker {
             _ => Answer::Other,
         };
         self.lane(job.kind).finished(now, job.sent_at, answer);
-        if attempt.status() == Some(500) {
+        if pooled && attempt.status() == Some(500) {
+            // The server closed that connection without saying so: keep the pool off it.
             self.transport.renew_pool();
         }
         self.log_attempt(&job, &attempt, &verdict);

@@ -154,6 +154,25 @@ impl<J> TraceGate<J> {
         self.trace_abandoned(trace_id)
     }
 
+    /// With no room left, the scores waiting for the trace open longest go now (and are
+    /// retried until it is stored), rather than the whole pipeline stopping for it.
+    pub(crate) fn make_room(&mut self) -> Vec<J> {
+        if !self.is_full() {
+            return Vec::new();
+        }
+        let oldest_open = self.timers.values().copied().find(
+            |id| matches!(self.entries.get(id), Some(Entry::Open { held, .. }) if !held.is_empty()),
+        );
+        match oldest_open.and_then(|id| self.entries.get_mut(&id)) {
+            Some(entry) => {
+                let released = std::mem::take(entry.held());
+                self.held -= released.len();
+                released
+            }
+            None => Vec::new(),
+        }
+    }
+
     /// A trace opened here could not be queued when it ended: what waits for it goes now.
     pub(crate) fn trace_abandoned(&mut self, trace_id: Uuid) -> Vec<J> {
         match self.entries.get(&trace_id) {
@@ -191,9 +210,6 @@ impl<J> TraceGate<J> {
 
     /// The server accepted the trace (202) at `now`.
     pub(crate) fn trace_accepted(&mut self, trace_id: Uuid, spans: usize, now: Instant) {
-        let ready_at = now + self.model.cost(spans);
-        let stored_at = self.model.predict(now, spans);
-        let (order, timer) = (self.seq(), (stored_at, self.seq()));
         let held = match self.entries.remove(&trace_id) {
             Some(Entry::Sending { held }) => held,
             Some(Entry::Open { held, timer }) => {
@@ -207,6 +223,9 @@ impl<J> TraceGate<J> {
             }
             None => Vec::new(),
         };
+        let ready_at = now + self.model.cost(spans);
+        let stored_at = self.model.predict(now, spans);
+        let (order, timer) = (self.seq(), (stored_at, self.seq()));
         self.timers.insert(timer, trace_id);
         self.accepted.insert(order, trace_id);
         self.entries.insert(

@@ -183,3 +183,19 @@ fn scores_for_a_trace_still_open_wait_for_it_to_end_or_for_its_hold_to_pass() {
     );
     assert_eq!(g.held(), 1, "only a's second score, its probe out");
 }
+
+#[test]
+fn a_full_gate_lets_the_scores_of_the_trace_open_longest_go() {
+    let (mut g, t0) = gate(3);
+    let (old, young) = (Uuid::new_v4(), Uuid::new_v4());
+    let hold = Duration::from_secs(3600);
+    g.trace_opened(old, hold, t0);
+    g.trace_opened(young, hold, t0 + MS);
+    assert_eq!(g.admit(old, 1), None);
+    assert_eq!(g.admit(young, 2), None);
+    assert!(g.make_room().is_empty(), "room left");
+    assert_eq!(g.admit(old, 3), None);
+    assert!(g.is_full());
+    assert_eq!(g.make_room(), [1, 3]);
+    assert_eq!((g.held(), g.is_open(&old)), (1, true));
+}
