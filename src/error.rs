@@ -4,6 +4,15 @@ use std::time::Duration;
 
 /// A setting given to [`ClientBuilder`](crate::ClientBuilder) or read from the environment that
 /// cannot be used. Every variant names the setting; none of them ever contains the API key.
+///
+/// ```
+/// use pandaprobe::{ClientBuilder, ConfigError};
+///
+/// let err = ClientBuilder::from_vars([("PANDAPROBE_BATCH_SIZE", "ten")]).build().unwrap_err();
+/// assert!(matches!(err, ConfigError::Invalid { setting: "PANDAPROBE_BATCH_SIZE", .. }));
+/// let err = ClientBuilder::new().project_name("p").build().unwrap_err();
+/// assert_eq!(err.to_string(), "api_key is required when the client is enabled (set it on the builder or in PANDAPROBE_API_KEY)");
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfigError {
@@ -30,8 +39,26 @@ pub enum ConfigError {
     Worker(String),
 }
 
-/// Why [`Client::score`](crate::Client::score) refused a score. A refused score is not queued and
-/// not counted as accepted, except [`ScoreError::QueueFull`], which is counted as dropped.
+/// Why [`Client::score`](crate::Client::score) refused a score. A refused score is not queued
+/// and not counted as accepted, except for [`ScoreError::QueueFull`], [`ScoreError::ShutDown`]
+/// and [`ScoreError::WorkerDied`]: the score was valid, and it is counted as dropped.
+///
+/// ```
+/// use pandaprobe::{Client, Score, ScoreError};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::builder().enabled(false).build()?;
+/// let trace_id = pandaprobe::Uuid::new_v4();
+/// // A disabled client checks nothing; `Score::to_body` applies the same rules.
+/// let err = Score::new(trace_id, "accuracy", "1.5").to_body().unwrap_err();
+/// assert_eq!(err, ScoreError::InvalidNumeric("1.5".into()));
+/// match client.score(Score::numeric(trace_id, "accuracy", 0.8)) {
+///     Ok(()) => {}
+///     Err(ScoreError::QueueFull) => { /* counted as dropped; maybe raise max_queue_size */ }
+///     Err(e) => return Err(e.into()),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum ScoreError {
@@ -74,6 +101,21 @@ pub enum ScoreError {
 
 /// Why [`Client::flush`](crate::Client::flush) or [`Client::shutdown`](crate::Client::shutdown)
 /// did not see every record it waited for delivered.
+///
+/// ```
+/// use std::time::Duration;
+/// use pandaprobe::{Client, FlushError};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let client = Client::builder().enabled(false).build()?;
+/// match client.flush(Duration::from_secs(5)) {
+///     Ok(()) => {} // everything scored before the call is delivered
+///     Err(FlushError::Timeout { pending, .. }) => eprintln!("{pending} still on their way"),
+///     Err(FlushError::Dropped { dropped, reason }) => eprintln!("{dropped} lost, e.g. {reason}"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// # Ok(()) }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum FlushError {

@@ -245,6 +245,9 @@ impl Producer {
     }
 
     /// Hands a record to the worker, or counts it dropped and says why.
+    // The refusal hands the record back without an allocation (a full queue must not
+    // allocate); the accepting path returns only the tag.
+    #[allow(clippy::result_large_err)]
     fn enqueue(&self, record: Record) -> Result<(), Refused> {
         let shared = &*self.shared;
         let before = shared.counters.accepted(record.kind(), 1);

@@ -17,6 +17,15 @@ use pandaprobe::{
 use pandaprobe_testing::{Fault, TestServer, SCORES_PATH};
 use serde_json::json;
 
+/// Scores `n` records named `{prefix}{i}` for `trace_id`.
+fn score_n(client: &Client, trace_id: Uuid, prefix: &str, n: usize) {
+    for i in 0..n {
+        client
+            .score(Score::numeric(trace_id, format!("{prefix}{i}"), 0.5))
+            .expect("queued");
+    }
+}
+
 /// A trace with a NUL character in one place, ended.
 fn trace_with_nul_in(client: &Client, place: &str) -> Uuid {
     let nul = "a\0b";
@@ -109,11 +118,7 @@ fn a_wrong_key_reaches_the_hook_for_every_record_with_status_401_and_logs_an_err
         .expect("held");
     trace.end();
     let other = Uuid::new_v4();
-    for i in 0..5 {
-        client
-            .score(Score::numeric(other, format!("s{i}"), 0.5))
-            .expect("queued");
-    }
+    score_n(&client, other, "s", 5);
     let flushed = client.flush(WAIT);
     assert_eq!(
         flushed,
@@ -183,11 +188,7 @@ fn a_server_kept_down_drops_as_retries_exhausted_and_the_hook_says_why() {
         .build()
         .expect("client");
     let id = Uuid::new_v4();
-    for i in 0..3 {
-        client
-            .score(Score::numeric(id, format!("down{i}"), 0.5))
-            .expect("queued");
-    }
+    score_n(&client, id, "down", 3);
     assert_eq!(
         client.flush(WAIT),
         Err(FlushError::Dropped {
@@ -225,11 +226,7 @@ fn a_panicking_hook_is_caught_and_counted_and_the_worker_goes_on() {
         .build()
         .expect("client");
     let id = Uuid::new_v4();
-    for i in 0..10 {
-        client
-            .score(Score::numeric(id, format!("s{i}"), 0.5))
-            .expect("queued");
-    }
+    score_n(&client, id, "s", 10);
     let flushed = client.flush(WAIT);
     assert!(
         matches!(flushed, Err(FlushError::Dropped { dropped: 3, .. })),
@@ -255,11 +252,7 @@ fn shutdown_tells_records_lost_from_requests_abandoned_in_flight() {
         .build()
         .expect("client");
     let id = Uuid::new_v4();
-    for i in 0..10 {
-        client
-            .score(Score::numeric(id, format!("s{i}"), 0.5))
-            .expect("queued");
-    }
+    score_n(&client, id, "s", 10);
     assert!(server.wait_for_requests(4, WAIT), "four in flight");
     let result = client.shutdown(Duration::from_secs(1));
     assert_eq!(
@@ -302,11 +295,7 @@ fn a_used_up_quota_drops_traces_at_once_without_pausing_anything() {
         trace.end();
     }
     let other = Uuid::new_v4();
-    for i in 0..20 {
-        client
-            .score(Score::numeric(other, format!("s{i}"), 0.5))
-            .expect("queued");
-    }
+    score_n(&client, other, "s", 20);
     let flushed = client.flush(WAIT);
     assert!(
         matches!(

@@ -69,6 +69,21 @@ impl Run {
     }
 }
 
+/// `1000 delivered, 1032 requests (1.032 per score), 32 answered 429, last after 16.17s`
+impl std::fmt::Display for Run {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} delivered, {} requests ({:.3} per score), {} answered 429, last after {:?}",
+            self.delivered,
+            self.requests,
+            self.requests_per_score(),
+            self.refused,
+            self.span
+        )
+    }
+}
+
 #[test]
 fn one_client_fills_each_window_exactly_after_learning_the_limit() {
     // Five windows' worth: the ideal is the last score at the start of the fifth window.
@@ -80,15 +95,7 @@ fn one_client_fills_each_window_exactly_after_learning_the_limit() {
     client.flush(6 * window).expect("all delivered");
     let run = Run::of(&server);
     let ideal = 4 * window;
-    eprintln!(
-        "one client: {} delivered, {} requests ({:.3} per score), {} answered 429, last \
-         after {:?} (ideal {ideal:?})",
-        run.delivered,
-        run.requests,
-        run.requests_per_score(),
-        run.refused,
-        run.span
-    );
+    eprintln!("one client: {run} (ideal {ideal:?})");
     assert_eq!(run.delivered, n);
     assert!(
         run.requests_per_score() <= 1.05,
@@ -131,15 +138,7 @@ fn three_clients_sharing_a_key_waste_little() {
         handle.join().expect("thread").expect("all delivered");
     }
     let run = Run::of(&server);
-    eprintln!(
-        "three clients: {} delivered, {} requests ({:.3} per score), {} answered 429, last \
-         after {:?}",
-        run.delivered,
-        run.requests,
-        run.requests_per_score(),
-        run.refused,
-        run.span
-    );
+    eprintln!("three clients: {run}");
     assert_eq!(run.delivered, n);
     assert!(
         run.requests_per_score() <= 1.15,
@@ -160,10 +159,7 @@ fn the_configured_limit_means_no_429_at_all() {
     score_n(&client, n);
     client.flush(6 * window).expect("all delivered");
     let run = Run::of(&server);
-    eprintln!(
-        "configured limit: {} delivered, {} requests, {} answered 429, last after {:?}",
-        run.delivered, run.requests, run.refused, run.span
-    );
+    eprintln!("configured limit: {run}");
     assert_eq!((run.delivered, run.refused), (n, 0));
     assert_eq!(run.requests, n);
 }

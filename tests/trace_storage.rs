@@ -1,17 +1,16 @@
 //! Scores after their trace: the server stores a trace a while after answering 202 (first come
 //! first served, two at a time, a base time plus a time per span) and answers 500 to a score
 //! whose trace is not stored yet. Scores for a trace this client sent wait outside the
-//! requests being sent, go as soon as the trace can be stored (one probe first), never hold up
-//! other records, and a burst of traces with scores is delivered without a drop.
+//! requests being sent, go as soon as the trace can be stored (one probe first), and never hold
+//! up other records. (A burst of traces with scores: `trace_burst.rs`.)
 
 mod common;
 
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{assert_accounted, assert_all_sent, client_for, WAIT};
-use pandaprobe::{Client, Score, SpanKind};
+use common::{assert_accounted, client_for, trace_then_three_scores, WAIT};
+use pandaprobe::{Score, SpanKind};
 use pandaprobe_testing::TestServer;
 
 /// The real server's storage (the test server's defaults), without its rate limits.
@@ -20,77 +19,6 @@ fn storing_server() -> TestServer {
         .no_rate_limits()
         .start()
         .expect("test server")
-}
-
-/// A trace with `spans` spans, ended, then scored three times right away.
-fn trace_then_three_scores(client: &Client, spans: usize) -> pandaprobe::Uuid {
-    let trace = client.start_trace("agent");
-    for i in 0..spans {
-        trace.span(format!("step {i}"), SpanKind::Tool).end();
-    }
-    let id = trace.trace_id();
-    trace.end();
-    for name in ["relevance", "helpfulness", "safety"] {
-        client.score(Score::numeric(id, name, 0.5)).expect("queued");
-    }
-    id
-}
-
-/// 10,000 requests, each ending a trace with one span and scoring it three times.
-fn burst(server: &TestServer, client: &Client, per_second: Option<f64>) {
-    let start = Instant::now();
-    for i in 0..10_000u32 {
-        if let Some(rate) = per_second {
-            // Pacing the producer like a live service, not synchronising with the worker.
-            let due = start + Duration::from_secs_f64(f64::from(i) / rate);
-            if let Some(wait) = due.checked_duration_since(Instant::now()) {
-                thread::sleep(wait);
-            }
-        }
-        trace_then_three_scores(client, 1);
-    }
-    let produced = start.elapsed();
-    let flushed = client.flush(Duration::from_secs(60));
-    let stats = client.stats();
-    eprintln!(
-        "burst ({per_second:?}/s): produced in {produced:?}, flush {flushed:?} {:?} later; \
-         {stats}; 500s answered: {}",
-        start.elapsed() - produced,
-        server.status_count(500)
-    );
-    flushed.expect("every record delivered");
-    assert_all_sent(&stats.traces, 10_000);
-    assert_all_sent(&stats.scores, 30_000);
-    assert_eq!(server.score_count(), 30_000);
-}
-
-/// A server that stores every trace 20 ms after accepting it, however many arrive: the
-/// pipeline, not the server, is under test.
-fn fast_storing_server() -> TestServer {
-    TestServer::builder()
-        .no_rate_limits()
-        .trace_store_time(Duration::from_millis(20), Duration::ZERO)
-        .trace_store_workers(128)
-        .record_requests(false)
-        .start()
-        .expect("test server")
-}
-
-#[test]
-fn a_paced_burst_of_traces_with_scores_drops_nothing_at_default_settings() {
-    let server = fast_storing_server();
-    let client = client_for(&server).build().expect("client");
-    burst(&server, &client, Some(3600.0));
-}
-
-#[test]
-fn an_unpaced_burst_drops_nothing_when_the_queue_holds_it() {
-    let server = fast_storing_server();
-    let client = client_for(&server)
-        .max_queue_size(40_000)
-        .build()
-        .expect("client");
-    burst(&server, &client, None);
 }
 
 #[test]

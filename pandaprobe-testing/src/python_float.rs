@@ -5,6 +5,9 @@
 //! (`' '`, `\t`, `\n`, `\r`, `\x0b`, `\x0c`; not `\x1c`..`\x1f`), removes PEP 515 underscores
 //! (each must sit between two digits), then parses a decimal literal or `inf`, `infinity`,
 //! `nan` with an optional sign, in any case.
+//!
+//! This crate uses nothing of the SDK, whose own implementation is written apart: each is an
+//! oracle for the other, and both are checked against CPython's answers.
 
 /// Non-ASCII characters for which Python's `str.isspace()` is true (Unicode 14; unchanged
 /// through Unicode 15.1).

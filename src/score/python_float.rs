@@ -1,7 +1,9 @@
 //! Python's `float()`, which is how the server checks a NUMERIC score value. It accepts more
 //! than Rust's parser: surrounding whitespace (`" 0.5"`), `_` between digits (`"0.2_5"`),
 //! digits of any script (`"٠.٥"`). The SDK accepts exactly what the server stores, and sends
-//! the value as given.
+//! the value as given. `pandaprobe-testing` has its own implementation, written apart on
+//! purpose: the property test in `tests/validation.rs` checks this one against it, and both are
+//! checked against CPython's answers.
 
 /// Where each run of ten Unicode decimal digits (general category Nd) beyond ASCII starts:
 /// Unicode guarantees such runs are contiguous and start at zero. From Python 3.11's

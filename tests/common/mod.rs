@@ -251,3 +251,21 @@ pub fn assert_request_ids_stable(server: &TestServer) {
 pub fn abandoned(s: &RecordStats) -> u64 {
     s.dropped.shutdown + s.dropped.shutdown_in_flight
 }
+
+/// A trace with `spans` spans, ended, then scored three times right away.
+pub fn trace_then_three_scores(client: &Client, spans: usize) -> pandaprobe::Uuid {
+    let trace = client.start_trace("agent");
+    for i in 0..spans {
+        trace
+            .span(format!("step {i}"), pandaprobe::SpanKind::Tool)
+            .end();
+    }
+    let id = trace.trace_id();
+    trace.end();
+    for name in ["relevance", "helpfulness", "safety"] {
+        client
+            .score(pandaprobe::Score::numeric(id, name, 0.5))
+            .expect("queued");
+    }
+    id
+}
