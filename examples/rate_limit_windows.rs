@@ -11,12 +11,16 @@
 //! Against the embedded test server (the real server's limiter: 200 per window, fixed windows
 //! that open at the first request, 429 naming the limit), unless `--real` is given: then the
 //! `PANDAPROBE_*` variables name the server, and requests are counted on the client's side.
+//!
+//! The scores are for one trace, which the server must have stored: the first client sends it
+//! and one score, and the others start when that score is delivered (it is the first of the
+//! run's scores and opens the first window).
 
 use std::error::Error;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use pandaprobe::{Client, ClientBuilder, Score, Uuid};
+use pandaprobe::{Client, ClientBuilder, Score};
 use pandaprobe_testing::{TestServer, SCORES_PATH};
 
 struct Args {
@@ -65,7 +69,6 @@ fn main() -> Result<(), Box<dyn Error>> {
         true => None,
         false => Some(
             TestServer::builder()
-                .lenient()
                 .rate_limit(SCORES_PATH, args.limit, args.window)
                 .record_requests(false)
                 .start()?,
@@ -98,13 +101,19 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
     );
     let start = Instant::now();
-    let trace_id = Uuid::new_v4();
+    let clients = (0..args.clients)
+        .map(|_| builder(&server).build())
+        .collect::<Result<Vec<_>, _>>()?;
+    let timeout = args.window * (args.windows + 3);
+    let trace = clients[0].start_trace("rate-limits");
+    trace.end();
+    let trace_id = trace.trace_id();
+    clients[0].score(Score::numeric(trace_id, "first", 0.5))?;
+    clients[0].flush(timeout)?;
     let mut handles = Vec::new();
-    for c in 0..args.clients {
-        let client = builder(&server).build()?;
-        let share = total / args.clients as usize
-            + usize::from((c as usize) < total % args.clients as usize);
-        let timeout = args.window * (args.windows + 3);
+    for (c, client) in clients.into_iter().enumerate() {
+        let rest = total - 1;
+        let share = rest / args.clients as usize + usize::from(c < rest % args.clients as usize);
         handles.push(thread::spawn(move || {
             for i in 0..share {
                 let _ = client.score(Score::numeric(trace_id, format!("c{c}-{i}"), 0.5));
@@ -118,7 +127,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     for handle in handles {
         let (stats, flushed) = handle.join().map_err(|_| "a client thread panicked")?;
         println!("client: {stats}; flush {flushed:?}");
-        requests += stats.requests;
+        requests += stats.requests - stats.traces.sent - stats.traces.retried;
         delivered += stats.scores.sent;
     }
     let elapsed = start.elapsed();
@@ -126,7 +135,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     let refused = server.as_ref().map(|s| s.status_count(429));
     println!(
         "delivered {delivered} of {total} in {elapsed:?} (ideal {ideal:?}: {:+.1}% of a window \
-         after it); {requests} requests, {:.3} per delivered score; 429 answers: {}",
+         after it); {requests} score requests, {:.3} per delivered score; 429 answers: {}",
         (elapsed.as_secs_f64() - ideal.as_secs_f64()) / args.window.as_secs_f64() * 100.0,
         requests as f64 / delivered.max(1) as f64,
         refused.map_or("unknown (real server)".into(), |n| n.to_string()),

@@ -165,6 +165,33 @@ fn the_configured_limit_means_no_429_at_all() {
 }
 
 #[test]
+fn answers_of_500_count_in_the_window_like_the_real_limiter_counts_them() {
+    // A score whose trace is not stored yet gets a 500 from the handler, after the limiter
+    // let it through: it used a request of the window.
+    let window = Duration::from_secs(1);
+    let server = TestServer::builder()
+        .rate_limit(SCORES_PATH, LIMIT, window)
+        .trace_store_time(Duration::from_millis(400), Duration::ZERO)
+        .start()
+        .expect("test server");
+    let client = client_for(&server)
+        .scores_rate_limit(LIMIT, window)
+        .build()
+        .expect("client");
+    let trace = client.start_trace("slow to store");
+    trace.end();
+    for i in 0..LIMIT {
+        client
+            .score(Score::numeric(trace.trace_id(), format!("s{i}"), 0.5))
+            .expect("queued");
+    }
+    client.flush(WAIT).expect("all delivered");
+    assert!(server.status_count(500) >= 1, "the first probe came early");
+    assert_eq!(server.status_count(429), 0);
+    assert_eq!(server.score_count(), LIMIT as usize);
+}
+
+#[test]
 fn a_limited_traces_path_does_not_hold_up_scores() {
     let server = TestServer::builder()
         .lenient()

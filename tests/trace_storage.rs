@@ -84,6 +84,23 @@ fn a_server_slower_than_the_model_costs_one_probe_per_miss_not_one_500_per_score
 }
 
 #[test]
+fn shutdown_gives_scores_the_model_would_hold_past_its_deadline_a_last_chance() {
+    // Stores 500 spans in half a second; the model assumes the measured server's 8.5 s.
+    let server = TestServer::builder()
+        .no_rate_limits()
+        .trace_store_time(Duration::from_millis(20), Duration::from_millis(1))
+        .start()
+        .expect("test server");
+    let client = client_for(&server).build().expect("client");
+    trace_then_three_scores(&client, 500);
+    let result = client.shutdown(Duration::from_secs(3));
+    assert_eq!(result, Ok(()), "{}", client.stats());
+    assert_eq!(server.score_count(), 3);
+    assert_eq!(server.status_count(500), 0, "the trace was stored by then");
+    assert_accounted(&client.stats());
+}
+
+#[test]
 fn flush_returns_soon_after_a_small_trace_is_stored() {
     let server = storing_server();
     let client = client_for(&server).build().expect("client");

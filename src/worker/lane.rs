@@ -81,7 +81,7 @@ mod tests {
         }
         assert_eq!(lane.next(t0), Some(1), "the probe");
         assert_eq!(lane.next(t0), None, "waits for the probe's answer");
-        lane.finished(t0, t0, Answer::Success);
+        lane.finished(t0, t0, Answer::Admitted);
         assert_eq!(lane.next(t0), Some(2));
         assert_eq!(lane.next(t0), None, "the limit of 2 is reached");
         assert_eq!(lane.in_flight(), 1);

@@ -179,7 +179,7 @@ impl Worker {
                 self.finish_shutdown(now);
                 break;
             }
-            let deadline = self.next_deadline();
+            let deadline = self.next_deadline(now);
             let event = tokio::select! {
                 biased;
                 control = self.control.recv(), if self.control_open => Event::Control(control),
@@ -325,12 +325,18 @@ impl Worker {
         }
     }
 
-    /// Retries whose time has come, and probes of traces that can be stored by now.
+    /// Retries whose time has come, probes of traces that can be stored by now, and, near
+    /// shutdown's deadline, a probe for each trace the model has stored only after it.
     fn release_due(&mut self, now: Instant) {
         while let Some(job) = self.retries.pop_due(now) {
             self.lane(job.kind).push(job);
         }
-        for (mut job, probe) in self.gate.due(now) {
+        let mut released = self.gate.due(now);
+        if let Some(deadline) = self.waiters.last_chance(now) {
+            let probes = self.gate.last_chance(deadline).into_iter();
+            released.extend(probes.map(|(job, probe)| (job, Some(probe))));
+        }
+        for (mut job, probe) in released {
             job.probe = probe;
             match probe {
                 // A probe's answer releases the scores waiting with it: first in line.
@@ -410,14 +416,14 @@ impl Worker {
         self.active == 0 && self.gate.held() == 0 && self.records.is_empty()
     }
 
-    fn next_deadline(&self) -> Instant {
+    fn next_deadline(&self, now: Instant) -> Instant {
         [
             self.poller.next_look(),
             self.retries.next_due(),
             self.scores.wake_at(),
             self.traces.wake_at(),
             self.gate.next_due(),
-            self.waiters.next_deadline(),
+            self.waiters.next_deadline(now),
         ]
         .into_iter()
         .flatten()

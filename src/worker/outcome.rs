@@ -22,7 +22,8 @@ impl Worker {
             .policy
             .decide(&mut job.retry, &attempt, job.probe.is_some(), now);
         let answer = match &verdict {
-            Verdict::Delivered => Answer::Success,
+            Verdict::Delivered => Answer::Admitted,
+            _ if attempt.status() == Some(500) => Answer::Admitted,
             Verdict::RateLimited { retry_after } => Answer::RateLimited {
                 retry_after: *retry_after,
                 named: named_limit(attempt.message()),

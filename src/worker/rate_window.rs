@@ -38,13 +38,16 @@ enum State {
 /// How an answer bears on the window.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Answer {
-    Success,
+    /// The server's limiter let it through, so it counted in the window: a success, or a 500
+    /// from the handler (a score whose trace is not stored yet).
+    Admitted,
     RateLimited {
         retry_after: Option<Duration>,
         /// The limit the 429's body names, if it does.
         named: Option<RateLimit>,
     },
-    /// Anything else, a failure to connect included: it says nothing of the window.
+    /// Anything else, a failure to connect or an answer a proxy may have given (502-504)
+    /// included: it says nothing of the window.
     Other,
 }
 
@@ -64,7 +67,7 @@ pub(crate) struct RateWindow {
     /// The answer to the window's first success: the server's window opened before it.
     opened_by: Option<Instant>,
     sent: u32,
-    succeeded: u32,
+    admitted: u32,
     /// Successes in the last window a 429 closed before this client reached the limit:
     /// others use the key too.
     share: Option<u32>,
@@ -84,7 +87,7 @@ impl RateWindow {
             began_at: None,
             opened_by: None,
             sent: 0,
-            succeeded: 0,
+            admitted: 0,
             share: None,
             failed_probes: 0,
             rtt: MIN_RTT,
@@ -146,7 +149,7 @@ impl RateWindow {
         self.began_at = Some(now);
         self.opened_by = None;
         self.sent = 0;
-        self.succeeded = 0;
+        self.admitted = 0;
     }
 
     /// A request sent at `sent_at` was answered (or failed) now.
@@ -167,15 +170,15 @@ impl RateWindow {
             return; // from an earlier window: tells nothing of this one
         }
         match (answer, self.state) {
-            (Answer::Success, State::Probing { sent: true }) => {
+            (Answer::Admitted, State::Probing { sent: true }) => {
                 self.state = State::Open;
                 self.opened_by = Some(now);
-                self.succeeded = 1;
+                self.admitted = 1;
                 self.failed_probes = 0;
                 self.unknown_pause = self.first_pause;
             }
-            (Answer::Success, _) => {
-                self.succeeded += 1;
+            (Answer::Admitted, _) => {
+                self.admitted += 1;
                 self.opened_by.get_or_insert(now);
             }
             (Answer::RateLimited { retry_after, .. }, State::Closed { until }) => {
@@ -195,7 +198,7 @@ impl RateWindow {
             }
             (Answer::RateLimited { retry_after, .. }, _) => {
                 self.share = match self.limit {
-                    Some(limit) if self.succeeded < limit.limit => Some(self.succeeded),
+                    Some(limit) if self.admitted < limit.limit => Some(self.admitted),
                     _ => None,
                 };
                 let until = self.reopening(now, retry_after);
@@ -285,11 +288,11 @@ mod tests {
         let t0 = Instant::now();
         let mut w = RateWindow::new(None, 100 * MS, CAP);
         assert_eq!(burst(&mut w, t0, 8).len(), 8, "nothing known: send freely");
-        w.on_answer(t0 + MS, t0, Answer::Success);
+        w.on_answer(t0 + MS, t0, Answer::Admitted);
         w.on_answer(t0 + 2 * MS, t0, limited(1));
         assert!(!w.may_send(t0 + 2 * MS, 6));
         for _ in 0..6 {
-            w.on_answer(t0 + 3 * MS, t0, Answer::Success);
+            w.on_answer(t0 + 3 * MS, t0, Answer::Admitted);
             w.on_answer(t0 + 3 * MS, t0, limited(1));
         }
         assert!(!w.may_send(t0 + 3 * MS, 0), "still closed");
@@ -303,7 +306,7 @@ mod tests {
         let mut w = RateWindow::new(None, 100 * MS, CAP);
         burst(&mut w, t0, 12);
         for _ in 0..10 {
-            w.on_answer(t0 + MS, t0, Answer::Success);
+            w.on_answer(t0 + MS, t0, Answer::Admitted);
         }
         w.on_answer(t0 + MS, t0, limited(10));
         w.on_answer(t0 + MS, t0, limited(10));
@@ -311,7 +314,7 @@ mod tests {
         assert_eq!(reopen, t0 + MS + SECOND);
         assert!(!w.may_send(reopen - MS, 0));
         assert_eq!(burst(&mut w, reopen, 32).len(), 1, "one probe");
-        w.on_answer(reopen + MS, reopen, Answer::Success);
+        w.on_answer(reopen + MS, reopen, Answer::Admitted);
         let t1 = reopen + MS;
         assert_eq!(burst(&mut w, t1, 32).len(), 9, "the limit, probe included");
         assert_eq!(
@@ -322,7 +325,7 @@ mod tests {
         // The next window, the same way: no 429 at all.
         let t2 = t1 + SECOND;
         assert_eq!(burst(&mut w, t2, 32).len(), 1);
-        w.on_answer(t2 + MS, t2, Answer::Success);
+        w.on_answer(t2 + MS, t2, Answer::Admitted);
         assert_eq!(burst(&mut w, t2 + MS, 32).len(), 9);
     }
 
@@ -331,7 +334,7 @@ mod tests {
         let t0 = Instant::now();
         let mut w = RateWindow::new(Some(RateLimit::new(3, SECOND)), 100 * MS, CAP);
         assert_eq!(burst(&mut w, t0, 8).len(), 1, "the first request alone");
-        w.on_answer(t0 + MS, t0, Answer::Success);
+        w.on_answer(t0 + MS, t0, Answer::Admitted);
         assert_eq!(burst(&mut w, t0 + MS, 8).len(), 2);
         w.on_answer(t0 + 2 * MS, t0, limited(50));
         assert_eq!(
@@ -347,7 +350,7 @@ mod tests {
         let mut w = RateWindow::new(Some(RateLimit::new(100, SECOND)), 100 * MS, CAP);
         assert!(w.may_send(t0, 0));
         w.on_send(t0);
-        w.on_answer(t0 + 10 * MS, t0, Answer::Success);
+        w.on_answer(t0 + 10 * MS, t0, Answer::Admitted);
         assert!(w.may_send(t0 + 500 * MS, 0));
         // Within twice the round trip of the window's end: wait for the end.
         assert!(!w.may_send(t0 + 990 * MS, 0));
@@ -383,13 +386,13 @@ mod tests {
         let mut w = RateWindow::new(None, 100 * MS, CAP);
         burst(&mut w, t0, 40);
         for _ in 0..40 {
-            w.on_answer(t0 + MS, t0, Answer::Success);
+            w.on_answer(t0 + MS, t0, Answer::Admitted);
         }
         w.on_answer(t0 + MS, t0, limited(100)); // others took the other 60
         assert_eq!(w.share, Some(40));
         let reopen = w.wake_at().expect("closed");
         burst(&mut w, reopen, 1);
-        w.on_answer(reopen + MS, reopen, Answer::Success);
+        w.on_answer(reopen + MS, reopen, Answer::Admitted);
         let t1 = reopen + MS;
         assert_eq!(
             burst(&mut w, t1, 64).len(),

@@ -35,6 +35,9 @@ pub(crate) enum Probe {
     Due,
     /// Before it, because held scores pile up.
     Early,
+    /// Before shutdown's deadline, for a trace the model has stored only after it: without
+    /// a try, its scores are certainly lost; with one, they may go.
+    LastChance,
 }
 
 enum Entry<J> {
@@ -57,6 +60,10 @@ enum Entry<J> {
         ready_at: Instant,
         /// When the model first predicted it stored.
         predicted: Instant,
+        /// Its size, to time it again when the model learns.
+        spans: usize,
+        /// Its last-chance probe went (there is one at most).
+        last_chance_spent: bool,
     },
 }
 
@@ -238,6 +245,8 @@ impl<J> TraceGate<J> {
                 accepted_at: now,
                 ready_at,
                 predicted: stored_at,
+                spans,
+                last_chance_spent: false,
             },
         );
         self.bound_entries();
@@ -326,6 +335,14 @@ impl<J> TraceGate<J> {
         let (order, accepted_at, predicted) = (*order, *accepted_at, *predicted);
         match probe {
             Probe::Due => self.model.on_time(),
+            // Shutdown is near: the older traces are stored too (first come first served), but
+            // one early answer at the end of a run is no lesson for the model.
+            Probe::LastChance => {
+                let older: Vec<Uuid> = self.accepted.range(..order).map(|(_, id)| *id).collect();
+                for id in older {
+                    self.bring_forward(id, now);
+                }
+            }
             Probe::Early => {
                 self.early_probe_out = false;
                 self.model.caught_up(
@@ -337,16 +354,16 @@ impl<J> TraceGate<J> {
                 for id in older {
                     self.retime(id, now);
                 }
-                // Those accepted since were timed by the slower model: no later than their own
-                // storing time now.
+                // Those accepted since were timed by the slower model: timed again by the
+                // faster one, queued from now in the order they were accepted.
                 let newer: Vec<Uuid> = self
                     .accepted
                     .range(order + 1..)
                     .map(|(_, id)| *id)
                     .collect();
                 for id in newer {
-                    if let Some(Entry::Storing { ready_at, .. }) = self.entries.get(&id) {
-                        let at = (*ready_at).max(now);
+                    if let Some(Entry::Storing { spans, .. }) = self.entries.get(&id) {
+                        let at = self.model.predict(now, *spans);
                         self.bring_forward(id, at);
                     }
                 }
@@ -357,11 +374,13 @@ impl<J> TraceGate<J> {
 
     /// The probe found the trace not stored yet: `job` waits again with its siblings.
     pub(crate) fn probe_not_stored(&mut self, trace_id: Uuid, job: J, probe: Probe, now: Instant) {
-        if probe == Probe::Early {
-            self.early_probe_out = false;
-            self.model.early_probe_failed(now);
-        } else {
-            self.model.behind();
+        match probe {
+            Probe::Early => {
+                self.early_probe_out = false;
+                self.model.early_probe_failed(now);
+            }
+            Probe::Due => self.model.behind(),
+            Probe::LastChance => {}
         }
         let Some(Entry::Storing {
             held,
@@ -383,7 +402,7 @@ impl<J> TraceGate<J> {
         self.held += 1;
         *probing = None;
         if timer.is_some() {
-            return; // an early probe: its predicted time still stands
+            return; // an early or last-chance probe: its predicted time still stands
         }
         // Wait as long again as it has waited so far: a few probes cover any lag.
         let wait = now.saturating_duration_since(*accepted_at).max(MIN_REPROBE);
@@ -409,6 +428,34 @@ impl<J> TraceGate<J> {
         let early = (self.pressure() && !self.early_probe_out && !self.accepted.is_empty())
             .then(|| self.model.next_early_probe());
         timer.into_iter().chain(early).min()
+    }
+
+    /// One probe for each trace whose scores would wait past `deadline` (shutdown's): the
+    /// model may be slower than the server, and waiting means losing them for sure.
+    pub(crate) fn last_chance(&mut self, deadline: Instant) -> Vec<(J, Probe)> {
+        let after: Vec<Uuid> = self
+            .timers
+            .range((deadline, u64::MAX)..)
+            .map(|(_, id)| *id)
+            .collect();
+        let mut probes = Vec::new();
+        for id in after {
+            if let Some(Entry::Storing {
+                held,
+                probing: probing @ None,
+                last_chance_spent: spent @ false,
+                ..
+            }) = self.entries.get_mut(&id)
+            {
+                if !held.is_empty() {
+                    *probing = Some(Probe::LastChance);
+                    *spent = true;
+                    probes.push((held.remove(0), Probe::LastChance));
+                }
+            }
+        }
+        self.held -= probes.len();
+        probes
     }
 
     /// Every held score (at shutdown).

@@ -1,6 +1,7 @@
 //! The trace gate on a virtual clock: instants are passed in, nothing sleeps.
 
 use super::*;
+use crate::worker::storage_model::BASE;
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -20,7 +21,7 @@ fn scores_of_other_traces_go_at_once_and_held_ones_wait_for_the_trace() {
     assert!(g.due(t0 + 10_000 * MS).is_empty(), "not accepted yet");
     g.trace_accepted(a, 0, t0);
     let due = g.next_due().expect("a probe time");
-    assert!(due > t0 && due <= t0 + 50 * MS, "{:?}", due - t0);
+    assert_eq!(due, t0 + BASE, "a small trace's storing time");
     assert!(g.due(due - MS).is_empty());
     assert_eq!(g.due(due), [(1, Some(Probe::Due))], "one probe");
     assert_eq!(g.admit(a, 4), None, "still held while the probe is out");
@@ -40,24 +41,28 @@ fn a_trace_found_not_stored_holds_its_scores_and_delays_later_traces() {
         g.trace_accepted(id, 0, t0);
     }
     let first = g.next_due().expect("due");
+    assert_eq!(first, t0 + BASE);
     assert_eq!(
         g.due(first),
         [(1, Some(Probe::Due)), (4, Some(Probe::Due))],
         "two at a time"
     );
-    g.probe_not_stored(a, 1, Probe::Due, first);
+    let answered = first + 10 * MS;
+    g.probe_not_stored(a, 1, Probe::Due, answered);
     assert_eq!(g.held(), 4, "nothing was lost or sent");
     let again = g.next_due().expect("due");
     assert_eq!(
         again,
-        first + (first - t0).max(MIN_REPROBE),
+        answered + (answered - t0),
         "as long again as it waited"
     );
     assert!(
         g.due(again - MS).is_empty(),
-        "c, queued behind a, was pushed back with it"
+        "c, modelled stored at twice BASE, queued behind a, was pushed back with it"
     );
-    assert_eq!(g.due(again), [(1, Some(Probe::Due)), (5, Some(Probe::Due))]);
+    let mut due = g.due(again);
+    due.sort_unstable_by_key(|(job, _)| *job);
+    assert_eq!(due, [(1, Some(Probe::Due)), (5, Some(Probe::Due))]);
     assert_eq!(g.probe_delivered(a, Probe::Due, again), [2, 3]);
 }
 
@@ -82,16 +87,16 @@ fn piling_up_probes_the_newest_storable_trace_early_and_success_releases_the_old
     let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
     for (i, id) in ids.iter().enumerate() {
         g.trace_queued(*id, vec![i as u32 * 10, i as u32 * 10 + 1]);
-        g.trace_accepted(*id, 0, t0); // modelled: two stored at 30 ms, two at 60 ms
+        g.trace_accepted(*id, 0, t0); // modelled: two stored at BASE, two at twice that
     }
     assert_eq!(g.next_due(), Some(t0), "pressure: an early probe may go");
     assert!(g.due(t0).is_empty(), "but no trace can be stored yet");
     assert_eq!(
         g.next_due(),
-        Some(t0 + 30 * MS),
+        Some(t0 + BASE),
         "again when the newest can be stored: no spinning"
     );
-    let t = t0 + 30 * MS;
+    let t = t0 + BASE;
     assert_eq!(
         g.due(t),
         [
@@ -103,7 +108,7 @@ fn piling_up_probes_the_newest_storable_trace_early_and_success_releases_the_old
     );
     let newest = Uuid::new_v4();
     g.trace_queued(newest, vec![40]);
-    g.trace_accepted(newest, 0, t); // timed by the slower model: 60 ms on
+    g.trace_accepted(newest, 0, t); // timed by the slower model: twice BASE on
     assert_eq!(g.probe_delivered(ids[3], Probe::Early, t + MS), [31]);
     assert_eq!(
         g.due(t + MS),
@@ -111,9 +116,9 @@ fn piling_up_probes_the_newest_storable_trace_early_and_success_releases_the_old
         "the older one waiting is probed at once"
     );
     assert_eq!(
-        g.due(t + 30 * MS),
+        g.due(t + MS + BASE),
         [(40, Some(Probe::Due))],
-        "the newer one as soon as it can be stored, not when the slower model said"
+        "the newer one when the faster model has it stored, not when the slower one said"
     );
 }
 
@@ -127,13 +132,53 @@ fn a_failed_early_probe_backs_off_and_keeps_the_predicted_time() {
     g.trace_accepted(a, 500, t0);
     g.trace_accepted(b, 500, t0);
     g.trace_accepted(c, 0, t0); // queued behind two big ones
-    let t = t0 + 30 * MS;
+    let t = t0 + BASE;
     assert_eq!(g.due(t), [(3, Some(Probe::Early))]);
     assert!(g.due(t).is_empty(), "one early probe at a time");
     g.probe_not_stored(c, 3, Probe::Early, t + MS);
     let first_timer = g.timers.first_key_value().map(|(k, _)| k.0);
     assert!(first_timer.is_some_and(|at| at > t0 + Duration::from_secs(8)));
     assert_eq!(g.next_due(), Some(t + MS + Duration::from_secs(1)));
+}
+
+#[test]
+fn near_shutdown_each_trace_due_after_its_deadline_gets_one_last_chance() {
+    let (mut g, t0) = gate(100);
+    let (small, big, bigger) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    g.trace_queued(small, vec![1]);
+    g.trace_queued(big, vec![2, 3]);
+    g.trace_queued(bigger, vec![4, 5]);
+    g.trace_accepted(small, 0, t0); // modelled stored at BASE
+    g.trace_accepted(big, 500, t0); // about 8.5 s
+    g.trace_accepted(bigger, 600, t0); // about 10 s
+    let deadline = t0 + Duration::from_secs(2);
+    assert_eq!(
+        g.last_chance(deadline),
+        [(2, Probe::LastChance), (4, Probe::LastChance)],
+        "not the small one: its own probe comes before the deadline"
+    );
+    assert!(
+        g.last_chance(deadline).is_empty(),
+        "one each, however often asked"
+    );
+    let t = deadline - Duration::from_millis(500);
+    g.probe_not_stored(big, 2, Probe::LastChance, t);
+    assert!(g.last_chance(deadline).is_empty(), "not again after a miss");
+    assert_eq!(
+        g.held(),
+        4,
+        "the miss waits with its sibling; one probe still out"
+    );
+    assert_eq!(
+        g.probe_delivered(bigger, Probe::LastChance, t),
+        [5],
+        "stored after all: its scores go"
+    );
+    assert_eq!(
+        g.due(t),
+        [(1, Some(Probe::Due)), (2, Some(Probe::Due))],
+        "the older ones are stored too: probed at once"
+    );
 }
 
 #[test]
