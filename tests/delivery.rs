@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     abandoned, assert_accounted, assert_all_sent, assert_request_ids_stable, client_for,
-    hanging_server, lenient_server, parked, score_from_threads, PROJECT, TRACE_ID, WAIT,
+    hanging_server, lenient_server, parked, score_batch, score_from_threads, PROJECT, TRACE_ID,
+    WAIT,
 };
 use pandaprobe::{
     Client, ClientBuilder, ConfigError, FlushError, QueueFullPolicy, Score, ScoreDataType,
@@ -21,14 +22,6 @@ use pandaprobe::{
 };
 use pandaprobe_testing::{Fault, TestServer, SCORES_PATH};
 use serde_json::json;
-
-fn score_batch(client: &Client, prefix: &str, n: usize) {
-    for i in 0..n {
-        client
-            .score(Score::numeric(TRACE_ID, format!("{prefix}-{i}"), 0.5))
-            .unwrap_or_else(|e| panic!("{prefix}-{i}: {e}"));
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // On the wire

@@ -45,6 +45,18 @@ fn accounted(client: &Client, server: &TestServer) -> Stored {
     st
 }
 
+/// The first `n` score requests meet `fault`, then the server answers normally: [`R`] records
+/// scored and flushed, and accounted. Returns the client, the server and what it stored.
+fn through_faults(n: u64, fault: Fault) -> (Client, TestServer, Stored) {
+    let server = lenient_server();
+    server.fail_next_on(SCORES_PATH, n as usize, fault);
+    let client = client_for(&server).build().expect("client");
+    score_all(&client);
+    client.flush(WAIT).expect("flush");
+    let st = accounted(&client, &server);
+    (client, server, st)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Transient statuses
 // ---------------------------------------------------------------------------------------------
@@ -53,12 +65,7 @@ fn accounted(client: &Client, server: &TestServer) -> Stored {
 /// once, every failure cost exactly one retry, and none of them was ambiguous.
 fn transient_status_then_success(status: u16) {
     const FAILURES: u64 = 60;
-    let server = lenient_server();
-    server.fail_next_on(SCORES_PATH, FAILURES as usize, Fault::Status(status));
-    let client = client_for(&server).build().expect("client");
-    score_all(&client);
-    client.flush(WAIT).expect("flush");
-    let st = accounted(&client, &server);
+    let (client, server, st) = through_faults(FAILURES, Fault::Status(status));
     let s = client.stats().scores;
     assert_eq!((s.accepted, s.sent, s.dropped.total()), (R, R, 0), "{s}");
     assert_eq!(s.retried, FAILURES, "one retry per failed attempt: {s}");
@@ -162,12 +169,7 @@ fn after_a_500_the_next_requests_do_not_fail_on_the_closed_socket() {
 #[test]
 fn connection_reset_is_retried_and_ambiguous() {
     const RESETS: u64 = 40;
-    let server = lenient_server();
-    server.fail_next_on(SCORES_PATH, RESETS as usize, Fault::Reset);
-    let client = client_for(&server).build().expect("client");
-    score_all(&client);
-    client.flush(WAIT).expect("flush");
-    let st = accounted(&client, &server);
+    let (client, server, st) = through_faults(RESETS, Fault::Reset);
     let s = client.stats().scores;
     assert_eq!((s.sent, s.dropped.total()), (R, 0), "{s}");
     assert_eq!(s.retried, RESETS, "{s}");
@@ -191,12 +193,7 @@ fn connection_reset_is_retried_and_ambiguous() {
 #[test]
 fn store_then_reset_makes_counted_duplicates() {
     const RESETS: u64 = 40;
-    let server = lenient_server();
-    server.fail_next_on(SCORES_PATH, RESETS as usize, Fault::StoreThenReset);
-    let client = client_for(&server).build().expect("client");
-    score_all(&client);
-    client.flush(WAIT).expect("flush");
-    let st = accounted(&client, &server);
+    let (client, _server, st) = through_faults(RESETS, Fault::StoreThenReset);
     let s = client.stats().scores;
     assert_eq!((s.sent, s.dropped.total()), (R, 0), "{s}");
     assert_eq!(s.ambiguous, RESETS, "{s}");

@@ -10,17 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::{
     abandoned, assert_accounted, assert_all_sent, client_for, hanging_server, lenient_server,
-    parked, score_from_threads, TRACE_ID, WAIT,
+    parked, score_batch, score_from_threads, TRACE_ID, WAIT,
 };
 use pandaprobe::{Client, FlushError, Score, ScoreError};
-
-fn score_batch(client: &Client, prefix: &str, n: usize) {
-    for i in 0..n {
-        client
-            .score(Score::numeric(TRACE_ID, format!("{prefix}-{i}"), 0.5))
-            .unwrap_or_else(|e| panic!("{prefix}-{i}: {e}"));
-    }
-}
 
 /// Everything accepted was sent, and nothing else happened.
 #[track_caller]

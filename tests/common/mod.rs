@@ -153,6 +153,19 @@ pub fn hanging_server() -> TestServer {
     server
 }
 
+/// Scores `{prefix}-{i}` for `i < n` on the shared trace id, each accepted.
+pub fn score_batch(client: &pandaprobe::Client, prefix: &str, n: usize) {
+    for i in 0..n {
+        client
+            .score(pandaprobe::Score::numeric(
+                TRACE_ID,
+                format!("{prefix}-{i}"),
+                0.5,
+            ))
+            .unwrap_or_else(|e| panic!("{prefix}-{i}: {e}"));
+    }
+}
+
 /// Score `(t, n)`, told apart from every other by its metadata `{"t": t, "n": n}`.
 pub fn keyed_score(t: usize, n: usize) -> pandaprobe::Score {
     pandaprobe::Score::numeric(TRACE_ID, "keyed", 0.5).metadata(serde_json::json!({"t": t, "n": n}))

@@ -1,6 +1,7 @@
-//! Probing before the predicted time when held scores pile up: the newest trace holding
-//! scores, once its own storing time has passed. If it is stored, everything sent before it is
-//! too (first come first served), and the model learns the server stores more at once.
+//! Probing before the predicted time. When held scores pile up: the newest trace holding
+//! scores, once its own storing time has passed; if it is stored, everything sent before it is
+//! too (first come first served), and the model learns the server stores more at once. Near
+//! shutdown's deadline: one last chance for every trace the model has stored only after it.
 
 use tokio::time::Instant;
 use uuid::Uuid;
@@ -65,5 +66,33 @@ impl<J> TraceGate<J> {
             .take(NEWEST_LOOKED_AT)
             .find(|id| self.unprobed(id).is_some())
             .copied()
+    }
+
+    /// One probe for each trace whose scores would wait past `deadline` (shutdown's): the
+    /// model may be slower than the server, and waiting means losing them for sure.
+    pub(crate) fn last_chance(&mut self, deadline: Instant) -> Vec<(J, Probe)> {
+        let after: Vec<Uuid> = self
+            .timers
+            .range((deadline, u64::MAX)..)
+            .map(|(_, id)| *id)
+            .collect();
+        let mut probes = Vec::new();
+        for id in after {
+            if let Some(Entry::Storing {
+                held,
+                probing: probing @ None,
+                last_chance_spent: spent @ false,
+                ..
+            }) = self.entries.get_mut(&id)
+            {
+                if !held.is_empty() {
+                    *probing = Some(Probe::LastChance);
+                    *spent = true;
+                    probes.push((held.remove(0), Probe::LastChance));
+                }
+            }
+        }
+        self.held -= probes.len();
+        probes
     }
 }
