@@ -41,6 +41,10 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
+        // In a forked child the worker is the parent's: there is nothing to shut down or join.
+        if self.producer.forked() {
+            return;
+        }
         let timeout = self.producer.config().shutdown_timeout;
         let _ = self.producer.shutdown(timeout);
         self.worker.join();

@@ -38,6 +38,12 @@ pub enum DropReason {
     /// The queue was full when the record was handed in. `score()` returns
     /// [`ScoreError::QueueFull`](crate::ScoreError::QueueFull) for it.
     QueueFull,
+    /// The byte budget had no room for it when it was handed in. The call returned
+    /// [`ScoreError::QueueBytesFull`](crate::ScoreError::QueueBytesFull) (or, for a trace,
+    /// the hook says so).
+    QueueBytesFull,
+    /// Handed in, in a forked child, to a client made before the fork.
+    Forked,
     /// The server refused it with a status retrying cannot fix (401, 403, 404, 422, …).
     Rejected,
     /// Every allowed retry failed, or the retry time ran out.
@@ -60,6 +66,8 @@ impl DropReason {
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::QueueFull => "queue_full",
+            DropReason::QueueBytesFull => "queue_bytes_full",
+            DropReason::Forked => "forked",
             DropReason::Rejected => "rejected",
             DropReason::RetriesExhausted => "retries_exhausted",
             DropReason::QuotaExceeded => "quota_exceeded",

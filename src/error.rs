@@ -90,9 +90,29 @@ pub enum ScoreError {
          or use QueueFullPolicy::Block to wait for room)"
     )]
     QueueFull,
+    /// The byte budget ([`ClientBuilder::max_queue_bytes`](crate::ClientBuilder::max_queue_bytes))
+    /// has no room for this record: the server is slow or away and the SDK already holds as
+    /// much as it may. The record was dropped and counted.
+    #[error(
+        "the pandaprobe byte budget is full ({record_bytes} bytes do not fit in max_queue_bytes \
+         {max_queue_bytes}); the record was dropped"
+    )]
+    QueueBytesFull {
+        /// What the record costs in memory.
+        record_bytes: usize,
+        /// The budget.
+        max_queue_bytes: usize,
+    },
     /// The client was shut down; the score was dropped and counted.
     #[error("the pandaprobe client is shut down; the score was dropped")]
     ShutDown,
+    /// The process was forked after this client was made: its worker thread lives in the
+    /// parent only. Make a new client in the child. The record was dropped and counted.
+    #[error(
+        "this pandaprobe client was made before fork(); its worker runs in the parent, so the \
+         child must make a client of its own; the record was dropped"
+    )]
+    Forked,
     /// The client's worker thread died of a panic; nothing more can be delivered, and the score
     /// was dropped and counted.
     #[error("the pandaprobe worker has died; the score was dropped (see the ERROR log)")]
@@ -141,6 +161,9 @@ pub enum FlushError {
     /// The client was shut down before this call; nothing more can be delivered.
     #[error("the pandaprobe client is shut down")]
     ShutDown,
+    /// The process was forked after this client was made: its worker lives in the parent.
+    #[error("this pandaprobe client was made before fork(); its worker runs in the parent")]
+    Forked,
     /// The worker thread died of a panic; what it held was dropped and counted as
     /// `worker_failed`.
     #[error(

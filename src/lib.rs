@@ -69,14 +69,17 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod body;
+mod budget;
 mod client;
 mod config;
 mod context;
 mod drop_event;
 mod error;
+mod fork;
 mod global;
 mod producer;
 mod record;
+mod record_size;
 mod score;
 mod stats;
 mod text;
@@ -88,9 +91,10 @@ mod worker;
 pub use client::Client;
 pub use config::{
     ClientBuilder, QueueFullPolicy, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENDPOINT,
-    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_MAX_RETRIES,
-    DEFAULT_MAX_RETRY_AFTER, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_INITIAL_BACKOFF,
-    DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_RETRY_MAX_ELAPSED, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_SIZE,
+    DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_INITIAL_BACKOFF, DEFAULT_RETRY_MAX_BACKOFF,
+    DEFAULT_RETRY_MAX_ELAPSED, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use context::{current_trace_id, EnteredTrace, InScope};
 pub use drop_event::{DropEvent, DropReason, RecordKind};

@@ -8,17 +8,23 @@ use std::time::Duration;
 use crossbeam_channel::{SendTimeoutError, Sender, TrySendError};
 use tokio::sync::{mpsc, oneshot, Notify};
 
+use crate::budget::{Budget, Charge};
 use crate::config::{Config, QueueFullPolicy};
 use crate::drop_event::{DropEvent, DropReason, RecordKind};
 use crate::error::{FlushError, ScoreError};
+use crate::fork;
 use crate::record::{Notice, Record};
+use crate::record_size::{cut_score, cut_trace, score_bytes, trace_bytes};
 use crate::score::Score;
 use crate::stats::{Counters, Stats};
 use crate::trace::EndedTrace;
 
 /// Extra time a blocking caller waits beyond its timeout for the worker's answer: the worker
-/// enforces the deadline itself, this only guards against a worker that is gone.
-const ANSWER_SLACK: Duration = Duration::from_millis(250);
+/// enforces the deadline itself (it looks at its control channel between bounded turns), so
+/// this only covers its answer's way back; past it the caller reports the timeout itself.
+fn answer_slack(timeout: Duration) -> Duration {
+    (timeout / 20).min(Duration::from_millis(200)) + Duration::from_millis(30)
+}
 
 /// Whether records are still taken.
 const OPEN: u8 = 0;
@@ -32,6 +38,10 @@ const DEAD: u8 = 2;
 pub(crate) struct Shared {
     pub(crate) config: Config,
     pub(crate) counters: Counters,
+    /// Bytes held for delivery, against `max_queue_bytes`.
+    pub(crate) budget: Arc<Budget>,
+    /// The fork generation the client was made in: in a forked child it differs.
+    fork_generation: u64,
     /// Set while the worker is polling the queue on its own, or once a producer has woken it;
     /// producers that find it set skip the wake-up. Cleared by the worker when it goes to sleep.
     /// So: at most one wake-up per batch however many producers cross the threshold, and none
@@ -46,6 +56,8 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(config: Config) -> Shared {
         Shared {
+            budget: Budget::new(config.max_queue_bytes),
+            fork_generation: fork::generation(),
             config,
             counters: Counters::default(),
             awake: AtomicBool::new(false),
@@ -88,7 +100,15 @@ impl Shared {
         self.counters.mark_worker_died();
     }
 
+    /// Whether this process is a fork of the one that made the client.
+    pub(crate) fn forked(&self) -> bool {
+        fork::forked_since(self.fork_generation)
+    }
+
     fn refusal(&self) -> Option<ScoreError> {
+        if self.forked() {
+            return Some(ScoreError::Forked);
+        }
         match self.state.load(Ordering::Acquire) {
             OPEN => None,
             CLOSED => Some(ScoreError::ShutDown),
@@ -128,6 +148,14 @@ pub(crate) enum Reply {
 }
 
 impl Reply {
+    /// Whether the caller has stopped waiting (a dropped `flush_async` future).
+    pub(crate) fn is_abandoned(&self) -> bool {
+        match self {
+            Reply::Blocking(_) => false,
+            Reply::Async(tx) => tx.is_closed(),
+        }
+    }
+
     pub(crate) fn send(self, result: Result<(), FlushError>) {
         // The caller may have given up waiting; then nobody needs the answer.
         match self {
@@ -197,6 +225,11 @@ impl Producer {
         let _ = self.notices.try_send(Notice::Opened(trace_id));
     }
 
+    /// Whether this process is a fork of the one that made the client.
+    pub(crate) fn forked(&self) -> bool {
+        self.shared.forked()
+    }
+
     pub(crate) fn config(&self) -> &Config {
         &self.shared.config
     }
@@ -206,27 +239,102 @@ impl Producer {
     }
 
     #[inline]
-    pub(crate) fn score(&self, score: Score) -> Result<(), ScoreError> {
+    pub(crate) fn score(&self, mut score: Score) -> Result<(), ScoreError> {
         score.validate()?;
-        self.enqueue(Record::Score(score))
+        let charge = self.charge_score(&mut score)?;
+        self.enqueue(Record::Score(score, charge))
             .map_err(|refused| refused.error)
     }
 
-    /// Counts a score made through an open trace as accepted: it is now the SDK's to deliver.
-    pub(crate) fn accept_held_score(&self) {
+    /// Cuts a score over `max_record_bytes` and charges it to the byte budget; a score that
+    /// does not fit is counted as accepted and dropped, and refused.
+    fn charge_score(&self, score: &mut Score) -> Result<Charge, ScoreError> {
+        let limit = self.shared.config.max_record_bytes;
+        let cut = cut_score(score, limit);
+        if cut > 0 {
+            self.shared.counters.fields_cut(cut);
+            tracing::debug!(target: "pandaprobe", name = score.name(), "cut {cut} field(s) of a score over max_record_bytes ({limit})");
+        }
+        let bytes = score_bytes(score);
+        match self.shared.budget.try_charge(bytes) {
+            Some(charge) => Ok(charge),
+            None => {
+                let counters = &self.shared.counters;
+                counters.accepted(RecordKind::Score, 1);
+                let (error, reason) = self.budget_refusal(bytes);
+                counters.dropped(RecordKind::Score, reason, 1);
+                Err(error)
+            }
+        }
+    }
+
+    /// Why a record that does not fit the budget is refused: the client's own state first.
+    fn budget_refusal(&self, bytes: usize) -> (ScoreError, DropReason) {
+        match self.shared.refusal() {
+            Some(error) => {
+                let reason = refusal_reason(&error);
+                (error, reason)
+            }
+            None => (
+                ScoreError::QueueBytesFull {
+                    record_bytes: bytes,
+                    max_queue_bytes: self.shared.budget.limit(),
+                },
+                DropReason::QueueBytesFull,
+            ),
+        }
+    }
+
+    /// Takes a score made through an open trace: counted as accepted, cut and charged to the
+    /// budget now, since it is held (with the trace) from now on.
+    pub(crate) fn hold_score(&self, score: &mut Score) -> Result<Charge, ScoreError> {
+        if self.shared.forked() {
+            let counters = &self.shared.counters;
+            counters.accepted(RecordKind::Score, 1);
+            counters.dropped(RecordKind::Score, DropReason::Forked, 1);
+            return Err(ScoreError::Forked);
+        }
+        let charge = self.charge_score(score)?;
         self.shared.counters.accepted(RecordKind::Score, 1);
+        Ok(charge)
     }
 
     /// Queues an ended trace with the scores that wait for it. It has no error to return, so
     /// a refusal goes to the drop hook, for the trace and each of its scores.
-    pub(crate) fn trace_ended(&self, trace: EndedTrace, spans_over_limit: u64, nul_replaced: u64) {
+    pub(crate) fn trace_ended(
+        &self,
+        mut trace: EndedTrace,
+        spans_over_limit: u64,
+        nul_replaced: u64,
+    ) {
         let counters = &self.shared.counters;
         counters.spans_dropped(spans_over_limit);
         counters.nul_replaced(nul_replaced);
-        let Err(refused) = self.enqueue(Record::Trace(Box::new(trace))) else {
-            return;
+        let limit = self.shared.config.max_record_bytes;
+        let cut = cut_trace(&mut trace.data, limit);
+        if cut > 0 {
+            counters.fields_cut(cut);
+            tracing::debug!(target: "pandaprobe", trace_id = %trace.data.trace_id, "cut {cut} field(s) of a trace over max_record_bytes ({limit})");
+        }
+        let bytes = trace_bytes(&trace.data);
+        let refused = match self.shared.budget.try_charge(bytes) {
+            Some(charge) => match self.enqueue(Record::Trace(Box::new(trace), charge)) {
+                Ok(()) => return,
+                Err(refused) => refused,
+            },
+            None => {
+                counters.accepted(RecordKind::Trace, 1);
+                let (error, reason) = self.budget_refusal(bytes);
+                counters.dropped(RecordKind::Trace, reason, 1);
+                counters.dropped(RecordKind::Score, reason, trace.scores.len() as u64);
+                Refused {
+                    error,
+                    reason,
+                    record: Record::Trace(Box::new(trace), Charge::none()),
+                }
+            }
         };
-        let Record::Trace(trace) = refused.record else {
+        let Record::Trace(trace, _) = refused.record else {
             return;
         };
         let id = trace.data.trace_id;
@@ -237,7 +345,7 @@ impl Producer {
         };
         self.shared
             .call_hook(&event(RecordKind::Trace, &trace.data.name));
-        for score in &trace.scores {
+        for (score, _) in &trace.scores {
             self.shared
                 .call_hook(&event(RecordKind::Score, score.name()));
         }
@@ -293,14 +401,10 @@ impl Producer {
 
     /// Counts a record that could not be queued (with the scores a trace carries) as dropped.
     fn refuse(&self, record: Record, error: ScoreError) -> Refused {
-        let reason = match error {
-            ScoreError::QueueFull => DropReason::QueueFull,
-            ScoreError::WorkerDied => DropReason::WorkerFailed,
-            _ => DropReason::Shutdown,
-        };
+        let reason = refusal_reason(&error);
         let counters = &self.shared.counters;
         counters.dropped(record.kind(), reason, 1);
-        if let Record::Trace(trace) = &record {
+        if let Record::Trace(trace, _) = &record {
             counters.dropped(RecordKind::Score, reason, trace.scores.len() as u64);
         }
         Refused {
@@ -311,10 +415,16 @@ impl Producer {
     }
 
     pub(crate) fn flush(&self, timeout: Duration) -> Result<(), FlushError> {
+        if self.shared.forked() {
+            return Err(FlushError::Forked);
+        }
         self.request_blocking("flush", timeout, flush_request)
     }
 
     pub(crate) async fn flush_async(&self, timeout: Duration) -> Result<(), FlushError> {
+        if self.shared.forked() {
+            return Err(FlushError::Forked);
+        }
         self.request_async(timeout, flush_request)
             .await
             .unwrap_or_else(|| Err(self.gone()))
@@ -322,6 +432,9 @@ impl Producer {
 
     /// Stops taking records and asks the worker to deliver what it can within `timeout`.
     pub(crate) fn shutdown(&self, timeout: Duration) -> Result<(), FlushError> {
+        if self.shared.forked() {
+            return Err(FlushError::Forked);
+        }
         self.shared.close();
         match self.request_blocking("shutdown", timeout, shutdown_request) {
             // The worker is gone: this is a repeated call; give the first call's outcome.
@@ -331,6 +444,9 @@ impl Producer {
     }
 
     pub(crate) async fn shutdown_async(&self, timeout: Duration) -> Result<(), FlushError> {
+        if self.shared.forked() {
+            return Err(FlushError::Forked);
+        }
         self.shared.close();
         match self.request_async(timeout, shutdown_request).await {
             Some(Err(FlushError::ShutDown)) | None => self.shared.final_result(),
@@ -363,7 +479,7 @@ impl Producer {
         {
             return Err(self.gone());
         }
-        match answer.recv_timeout(timeout.saturating_add(ANSWER_SLACK)) {
+        match answer.recv_timeout(timeout.saturating_add(answer_slack(timeout))) {
             Ok(result) => result,
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
                 let stats = self.stats();
@@ -385,6 +501,17 @@ impl Producer {
         let (reply, answer) = oneshot::channel();
         self.control.send(make(timeout, Reply::Async(reply))).ok()?;
         answer.await.ok()
+    }
+}
+
+/// The drop reason of a refusal at the call.
+fn refusal_reason(error: &ScoreError) -> DropReason {
+    match error {
+        ScoreError::QueueFull => DropReason::QueueFull,
+        ScoreError::QueueBytesFull { .. } => DropReason::QueueBytesFull,
+        ScoreError::Forked => DropReason::Forked,
+        ScoreError::WorkerDied => DropReason::WorkerFailed,
+        _ => DropReason::Shutdown,
     }
 }
 

@@ -2,23 +2,25 @@
 
 use uuid::Uuid;
 
+use crate::budget::Charge;
 use crate::drop_event::RecordKind;
 use crate::score::Score;
 use crate::trace::EndedTrace;
 
-/// One queued record. Kept small: a score is under a hundred bytes, a trace is boxed.
+/// One queued record, with what it is charged to the byte budget. Kept small: a score is
+/// about a hundred bytes, a trace is boxed.
 pub(crate) enum Record {
     /// A validated score.
-    Score(Score),
-    /// An ended trace with its spans, and the scores made through it.
-    Trace(Box<EndedTrace>),
+    Score(Score, Charge),
+    /// An ended trace with its spans; the scores made through it carry charges of their own.
+    Trace(Box<EndedTrace>, Charge),
 }
 
 impl Record {
     pub(crate) fn kind(&self) -> RecordKind {
         match self {
-            Record::Score(_) => RecordKind::Score,
-            Record::Trace(_) => RecordKind::Trace,
+            Record::Score(..) => RecordKind::Score,
+            Record::Trace(..) => RecordKind::Trace,
         }
     }
 }
@@ -41,6 +43,6 @@ mod tests {
     fn a_queued_score_is_small() {
         // The queue reserves max_queue_size slots of this size up front.
         let size = std::mem::size_of::<Record>();
-        assert!(size <= 104, "{size}");
+        assert!(size <= 120, "{size}");
     }
 }

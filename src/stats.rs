@@ -17,6 +17,8 @@ struct KindCounters {
     retried: AtomicU64,
     ambiguous: AtomicU64,
     queue_full: AtomicU64,
+    queue_bytes_full: AtomicU64,
+    forked: AtomicU64,
     rejected: AtomicU64,
     retries_exhausted: AtomicU64,
     quota_exceeded: AtomicU64,
@@ -29,6 +31,8 @@ impl KindCounters {
     fn dropped(&self, reason: DropReason) -> &AtomicU64 {
         match reason {
             DropReason::QueueFull => &self.queue_full,
+            DropReason::QueueBytesFull => &self.queue_bytes_full,
+            DropReason::Forked => &self.forked,
             DropReason::Rejected => &self.rejected,
             DropReason::RetriesExhausted => &self.retries_exhausted,
             DropReason::QuotaExceeded => &self.quota_exceeded,
@@ -52,6 +56,7 @@ pub(crate) struct Counters {
     requests: AtomicU64,
     spans_dropped: AtomicU64,
     nul_replaced: AtomicU64,
+    fields_cut: AtomicU64,
     hook_panics: AtomicU64,
     worker: AtomicU8,
 }
@@ -99,6 +104,10 @@ impl Counters {
         self.nul_replaced.fetch_add(n, Ordering::Relaxed);
     }
 
+    pub(crate) fn fields_cut(&self, n: u64) {
+        self.fields_cut.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn hook_panicked(&self) {
         self.hook_panics.fetch_add(1, Ordering::Relaxed);
     }
@@ -128,6 +137,7 @@ impl Counters {
             requests: self.requests.load(Ordering::Relaxed),
             spans_dropped: self.spans_dropped.load(Ordering::Relaxed),
             nul_replaced: self.nul_replaced.load(Ordering::Relaxed),
+            fields_cut: self.fields_cut.load(Ordering::Relaxed),
             hook_panics: self.hook_panics.load(Ordering::Relaxed),
         }
     }
@@ -140,6 +150,8 @@ fn snapshot_kind(k: &KindCounters, worker: u8) -> RecordStats {
     let load = |reason| k.dropped(reason).load(Ordering::Acquire);
     let mut dropped = Dropped {
         queue_full: load(DropReason::QueueFull),
+        queue_bytes_full: load(DropReason::QueueBytesFull),
+        forked: load(DropReason::Forked),
         rejected: load(DropReason::Rejected),
         retries_exhausted: load(DropReason::RetriesExhausted),
         quota_exceeded: load(DropReason::QuotaExceeded),
@@ -196,6 +208,9 @@ pub struct Stats {
     /// NUL characters replaced by U+FFFD in traces when they ended: the server answers 202 for
     /// a trace containing one and then never stores it.
     pub nul_replaced: u64,
+    /// Fields of records over [`max_record_bytes`](crate::ClientBuilder::max_record_bytes)
+    /// replaced by a marker that names the field and its size.
+    pub fields_cut: u64,
     /// Calls of the drop hook that panicked (each was caught; the worker went on).
     pub hook_panics: u64,
 }
@@ -212,6 +227,7 @@ impl fmt::Display for Stats {
         for (n, what) in [
             (self.spans_dropped, "spans dropped"),
             (self.nul_replaced, "NUL characters replaced"),
+            (self.fields_cut, "fields cut to fit max_record_bytes"),
             (self.hook_panics, "drop hook panics"),
         ] {
             if n > 0 {
@@ -284,6 +300,11 @@ impl RecordStats {
 pub struct Dropped {
     /// The queue was full when the record was handed in.
     pub queue_full: u64,
+    /// The byte budget ([`max_queue_bytes`](crate::ClientBuilder::max_queue_bytes)) had no
+    /// room for it when it was handed in.
+    pub queue_bytes_full: u64,
+    /// Handed in, in a forked child, to a client made before the fork.
+    pub forked: u64,
     /// The server refused the record with a status that retrying cannot fix (401, 403, 422, …).
     pub rejected: u64,
     /// Every allowed retry failed, or the retry time ran out.
@@ -307,9 +328,11 @@ impl Dropped {
     }
 
     /// Each reason with its count.
-    pub fn by_reason(&self) -> [(DropReason, u64); 7] {
+    pub fn by_reason(&self) -> [(DropReason, u64); 9] {
         [
             (DropReason::QueueFull, self.queue_full),
+            (DropReason::QueueBytesFull, self.queue_bytes_full),
+            (DropReason::Forked, self.forked),
             (DropReason::Rejected, self.rejected),
             (DropReason::RetriesExhausted, self.retries_exhausted),
             (DropReason::QuotaExceeded, self.quota_exceeded),

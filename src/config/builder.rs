@@ -18,6 +18,12 @@ pub const DEFAULT_BATCH_SIZE: usize = 100;
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default capacity of the record queue.
 pub const DEFAULT_MAX_QUEUE_SIZE: usize = 10_000;
+/// Default byte budget: the most memory the records the SDK holds may take, all together
+/// (queued, in the worker, waiting for a retry or for their trace, scored through open traces).
+pub const DEFAULT_MAX_QUEUE_BYTES: usize = 128 * 1024 * 1024;
+/// Default size limit of one record (a score, a span, a trace's own fields), as the Langfuse
+/// SDK's: over it, the largest fields are replaced by a marker until it fits.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
 /// Default bound on requests in flight at once.
 pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
 /// Default timeout of one HTTP request, from sending to the end of the answer.
@@ -76,6 +82,8 @@ impl fmt::Debug for ApiKey {
 /// | [`batch_size`](Self::batch_size) | [`DEFAULT_BATCH_SIZE`] | `PANDAPROBE_BATCH_SIZE` |
 /// | [`flush_interval`](Self::flush_interval) | [`DEFAULT_FLUSH_INTERVAL`] | `PANDAPROBE_FLUSH_INTERVAL` (seconds) |
 /// | [`max_queue_size`](Self::max_queue_size) | [`DEFAULT_MAX_QUEUE_SIZE`] | `PANDAPROBE_MAX_QUEUE_SIZE` |
+/// | [`max_queue_bytes`](Self::max_queue_bytes) | [`DEFAULT_MAX_QUEUE_BYTES`] | `PANDAPROBE_MAX_QUEUE_BYTES` |
+/// | [`max_record_bytes`](Self::max_record_bytes) | [`DEFAULT_MAX_RECORD_BYTES`] | `PANDAPROBE_MAX_RECORD_BYTES` |
 /// | [`max_in_flight`](Self::max_in_flight) | [`DEFAULT_MAX_IN_FLIGHT`] | `PANDAPROBE_MAX_IN_FLIGHT` |
 /// | [`request_timeout`](Self::request_timeout) | [`DEFAULT_REQUEST_TIMEOUT`] | `PANDAPROBE_REQUEST_TIMEOUT` (seconds) |
 /// | [`connect_timeout`](Self::connect_timeout) | [`DEFAULT_CONNECT_TIMEOUT`] | `PANDAPROBE_CONNECT_TIMEOUT` (seconds) |
@@ -121,6 +129,8 @@ pub struct ClientBuilder {
     pub(super) batch_size: usize,
     pub(super) flush_interval: Duration,
     pub(super) max_queue_size: usize,
+    pub(super) max_queue_bytes: usize,
+    pub(super) max_record_bytes: usize,
     pub(super) max_in_flight: usize,
     pub(super) request_timeout: Duration,
     pub(super) connect_timeout: Duration,
@@ -148,6 +158,8 @@ impl fmt::Debug for ClientBuilder {
             .field("batch_size", &self.batch_size)
             .field("flush_interval", &self.flush_interval)
             .field("max_queue_size", &self.max_queue_size)
+            .field("max_queue_bytes", &self.max_queue_bytes)
+            .field("max_record_bytes", &self.max_record_bytes)
             .field("max_in_flight", &self.max_in_flight)
             .finish_non_exhaustive()
     }
@@ -166,6 +178,8 @@ impl Default for ClientBuilder {
             batch_size: DEFAULT_BATCH_SIZE,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             max_queue_size: DEFAULT_MAX_QUEUE_SIZE,
+            max_queue_bytes: DEFAULT_MAX_QUEUE_BYTES,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
@@ -229,6 +243,8 @@ impl ClientBuilder {
             EnvValue::Debug(v) => self.debug(v),
             EnvValue::BatchSize(v) => self.batch_size(v),
             EnvValue::MaxQueueSize(v) => self.max_queue_size(v),
+            EnvValue::MaxQueueBytes(v) => self.max_queue_bytes(v),
+            EnvValue::MaxRecordBytes(v) => self.max_record_bytes(v),
             EnvValue::MaxInFlight(v) => self.max_in_flight(v),
             EnvValue::MaxRetries(v) => self.max_retries(v),
             EnvValue::FlushInterval(v) => self.flush_interval(v),
@@ -308,14 +324,45 @@ impl ClientBuilder {
         b
     }
 
-    /// Capacity of the record queue. Default [`DEFAULT_MAX_QUEUE_SIZE`]. Its memory is
-    /// reserved up front (about 100 bytes a slot). Beyond the queue, the worker holds at most
+    /// Capacity of the record queue, in records. Default [`DEFAULT_MAX_QUEUE_SIZE`]. Its slots
+    /// are reserved up front (about 120 bytes each); what the records hold is bounded by
+    /// [`max_queue_bytes`](Self::max_queue_bytes). Beyond the queue, the worker holds at most
     /// `max(1024, 4 × max_in_flight, 2 × batch_size)` records being sent or waiting for a
     /// retry (never more than `max(max_queue_size, 2 × max_in_flight)`), plus at most
     /// `max_queue_size` scores waiting for their trace to be stored.
     pub fn max_queue_size(self, size: usize) -> Self {
         let mut b = self.overridden("PANDAPROBE_MAX_QUEUE_SIZE");
         b.max_queue_size = size;
+        b
+    }
+
+    /// The byte budget: the most memory all the records the SDK holds for delivery may take
+    /// together (queued, in the worker's hands, waiting for a retry or for their trace, and
+    /// scores made through a trace still open). Default [`DEFAULT_MAX_QUEUE_BYTES`] (128 MiB).
+    ///
+    /// Each record is charged what it costs in memory (an estimate of its heap: text, JSON
+    /// values and their nodes, at least its JSON length, plus 512 bytes of bookkeeping) when
+    /// it is handed in, and given back when it reaches its outcome. A record that does not
+    /// fit is refused at the call: [`ScoreError::QueueBytesFull`](crate::ScoreError::QueueBytesFull),
+    /// counted as [`DropReason::QueueBytesFull`](crate::DropReason::QueueBytesFull).
+    pub fn max_queue_bytes(self, bytes: usize) -> Self {
+        let mut b = self.overridden("PANDAPROBE_MAX_QUEUE_BYTES");
+        b.max_queue_bytes = bytes;
+        b
+    }
+
+    /// The size limit of one record: a score, one span, or a trace's own fields. Default
+    /// [`DEFAULT_MAX_RECORD_BYTES`] (1,000,000 bytes, as the Langfuse SDK's event limit).
+    ///
+    /// A record over it is not refused: its largest big field (a score's `reason` or
+    /// `metadata`; a span's or trace's `input`, `output` or `metadata`) is replaced by a marker
+    /// string, `"[cut by pandaprobe: output was 3145760 bytes; max_record_bytes is 1000000]"`
+    /// (`metadata` becomes `{"pandaprobe_cut": "…"}`, since it must stay an object), then the
+    /// next largest, until it fits. Each cut is counted in [`Stats::fields_cut`](crate::Stats)
+    /// and logged at debug level. A huge tool output costs a marker, not the whole trace.
+    pub fn max_record_bytes(self, bytes: usize) -> Self {
+        let mut b = self.overridden("PANDAPROBE_MAX_RECORD_BYTES");
+        b.max_record_bytes = bytes;
         b
     }
 

@@ -15,6 +15,8 @@ pub(super) enum EnvValue {
     Debug(bool),
     BatchSize(usize),
     MaxQueueSize(usize),
+    MaxQueueBytes(usize),
+    MaxRecordBytes(usize),
     MaxInFlight(usize),
     MaxRetries(u32),
     FlushInterval(Duration),
@@ -24,7 +26,7 @@ pub(super) enum EnvValue {
 }
 
 /// Every variable [`read`] knows; errors name them, so they must be `'static`.
-pub(super) const ENV_VARS: [&str; 15] = [
+pub(super) const ENV_VARS: [&str; 17] = [
     "PANDAPROBE_API_KEY",
     "PANDAPROBE_PROJECT_NAME",
     "PANDAPROBE_ENDPOINT",
@@ -34,6 +36,8 @@ pub(super) const ENV_VARS: [&str; 15] = [
     "PANDAPROBE_DEBUG",
     "PANDAPROBE_BATCH_SIZE",
     "PANDAPROBE_MAX_QUEUE_SIZE",
+    "PANDAPROBE_MAX_QUEUE_BYTES",
+    "PANDAPROBE_MAX_RECORD_BYTES",
     "PANDAPROBE_MAX_IN_FLIGHT",
     "PANDAPROBE_MAX_RETRIES",
     "PANDAPROBE_FLUSH_INTERVAL",
@@ -57,6 +61,8 @@ pub(super) fn read(name: &str, value: &str) -> Option<Result<EnvValue, ConfigErr
         "PANDAPROBE_DEBUG" => Ok(EnvValue::Debug(parse_bool(value))),
         "PANDAPROBE_BATCH_SIZE" => parse_positive(name, value).map(EnvValue::BatchSize),
         "PANDAPROBE_MAX_QUEUE_SIZE" => parse_positive(name, value).map(EnvValue::MaxQueueSize),
+        "PANDAPROBE_MAX_QUEUE_BYTES" => parse_positive(name, value).map(EnvValue::MaxQueueBytes),
+        "PANDAPROBE_MAX_RECORD_BYTES" => parse_positive(name, value).map(EnvValue::MaxRecordBytes),
         "PANDAPROBE_MAX_IN_FLIGHT" => parse_positive(name, value).map(EnvValue::MaxInFlight),
         "PANDAPROBE_MAX_RETRIES" => parse_count(name, value)
             .map(|n| EnvValue::MaxRetries(u32::try_from(n).unwrap_or(u32::MAX))),

@@ -18,9 +18,10 @@ use env::invalid;
 
 pub use builder::{
     ClientBuilder, QueueFullPolicy, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENDPOINT,
-    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_QUEUE_SIZE, DEFAULT_MAX_RETRIES,
-    DEFAULT_MAX_RETRY_AFTER, DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_INITIAL_BACKOFF,
-    DEFAULT_RETRY_MAX_BACKOFF, DEFAULT_RETRY_MAX_ELAPSED, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_SIZE,
+    DEFAULT_MAX_RECORD_BYTES, DEFAULT_MAX_RETRIES, DEFAULT_MAX_RETRY_AFTER,
+    DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_INITIAL_BACKOFF, DEFAULT_RETRY_MAX_BACKOFF,
+    DEFAULT_RETRY_MAX_ELAPSED, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 
 /// Longer settings are cut to this: "a year" means "never" for every duration here, and
@@ -66,6 +67,8 @@ pub(crate) struct Config {
     pub(crate) batch_size: usize,
     pub(crate) flush_interval: Duration,
     pub(crate) max_queue_size: usize,
+    pub(crate) max_queue_bytes: usize,
+    pub(crate) max_record_bytes: usize,
     pub(crate) max_in_flight: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) connect_timeout: Duration,
@@ -155,6 +158,8 @@ fn resolve(b: ClientBuilder) -> Result<Config, ConfigError> {
         batch_size: positive("batch_size", b.batch_size)?,
         flush_interval: nonzero("flush_interval", b.flush_interval)?,
         max_queue_size: positive("max_queue_size", b.max_queue_size)?,
+        max_queue_bytes: positive("max_queue_bytes", b.max_queue_bytes)?,
+        max_record_bytes: positive("max_record_bytes", b.max_record_bytes)?,
         max_in_flight: positive("max_in_flight", b.max_in_flight)?,
         request_timeout: nonzero("request_timeout", b.request_timeout)?,
         connect_timeout: nonzero("connect_timeout", b.connect_timeout)?,

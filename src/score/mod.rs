@@ -280,6 +280,23 @@ impl Score {
         self.extras.as_ref()?.metadata.as_ref()
     }
 
+    /// The wire value's length without rendering it (a number's text is at most 24 bytes).
+    pub(crate) fn wire_value_len(&self) -> usize {
+        match &self.value {
+            ScoreValue::Text(text) => text.len(),
+            ScoreValue::Number(_) => 24,
+            ScoreValue::Bool(_) => 5,
+        }
+    }
+
+    pub(crate) fn set_reason(&mut self, reason: Text) {
+        self.extras.get_or_insert_with(Default::default).reason = Some(reason);
+    }
+
+    pub(crate) fn set_metadata(&mut self, metadata: serde_json::Value) {
+        self.extras.get_or_insert_with(Default::default).metadata = Some(metadata);
+    }
+
     pub(crate) fn set_trace_id(&mut self, id: Uuid) {
         self.trace_id = TraceIdInput::Valid(id);
     }

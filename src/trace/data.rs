@@ -5,6 +5,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::budget::Charge;
 use crate::score::Score;
 
 /// The most spans the server takes in one trace; later spans are left out and counted.
@@ -173,8 +174,8 @@ impl SpanData {
 /// they wait for it, since the server refuses scores for traces it has not stored.
 pub(crate) struct EndedTrace {
     pub(crate) data: TraceData,
-    /// Validated scores, already counted as accepted.
-    pub(crate) scores: Vec<Score>,
+    /// Validated scores, already counted as accepted, each with its charge.
+    pub(crate) scores: Vec<(Score, Charge)>,
 }
 
 /// Metadata must be a JSON object on the wire: `null` means none (the server answers a `null`

@@ -14,6 +14,7 @@ use std::time::SystemTime;
 use serde_json::Value;
 use uuid::Uuid;
 
+use crate::budget::Charge;
 use crate::client::Client;
 use crate::context::{EnteredTrace, InScope};
 use crate::error::ScoreError;
@@ -28,8 +29,8 @@ struct OpenTrace {
     data: TraceData,
     /// Spans left out because the trace already had [`MAX_SPANS_PER_TRACE`].
     spans_over_limit: u64,
-    /// Scores made through the trace, validated and counted, sent after it.
-    scores: Vec<Score>,
+    /// Scores made through the trace, validated, counted and charged, sent after it.
+    scores: Vec<(Score, Charge)>,
 }
 
 /// What a trace's handles and spans share.
@@ -321,9 +322,15 @@ impl Trace {
         self.shared().update(|d| d.user_id = Some(id.into()));
     }
 
-    /// Adds a tag.
+    /// Adds a tag; a tag the trace already has is not added again (the server keeps a set),
+    /// so a loop that tags the trace holds one copy.
     pub fn add_tag(&self, tag: impl Into<String>) {
-        self.shared().update(|d| d.tags.push(tag.into()));
+        let tag = tag.into();
+        self.shared().update(|d| {
+            if !d.tags.contains(&tag) {
+                d.tags.push(tag);
+            }
+        });
     }
 
     /// Opens a span at the top of the trace.
@@ -349,8 +356,10 @@ impl Trace {
     ///
     /// # Errors
     ///
-    /// As [`Client::score`]: the score breaks a rule of the server, or (after the trace
-    /// ended) the queue is full or the client is shut down.
+    /// As [`Client::score`]: the score breaks a rule of the server; the byte budget has no
+    /// room for it ([`ScoreError::QueueBytesFull`]: it is charged from this call on, since it
+    /// is held with the trace); or (after the trace ended) the queue is full or the client is
+    /// shut down.
     pub fn score(&self, mut score: Score) -> Result<(), ScoreError> {
         let shared = self.shared();
         score.set_trace_id(shared.trace_id);
@@ -359,8 +368,8 @@ impl Trace {
             let mut guard = shared.lock();
             if let Some(open) = guard.as_mut() {
                 if let Some(producer) = shared.client.producer() {
-                    producer.accept_held_score();
-                    open.scores.push(score);
+                    let charge = producer.hold_score(&mut score)?;
+                    open.scores.push((score, charge));
                 }
                 return Ok(());
             }

@@ -94,7 +94,7 @@ impl Worker {
 /// The drop events of a record never taken off the queue: a score, or a trace and its scores.
 fn record_events(record: Record, reason: DropReason) -> Vec<DropEvent> {
     match record {
-        Record::Score(score) => {
+        Record::Score(score, _) => {
             let trace_id = score.trace_id().unwrap_or_default();
             vec![DropEvent::new(
                 RecordKind::Score,
@@ -103,7 +103,7 @@ fn record_events(record: Record, reason: DropReason) -> Vec<DropEvent> {
                 score.name(),
             )]
         }
-        Record::Trace(trace) => {
+        Record::Trace(trace, _) => {
             let id = trace.data.trace_id;
             let mut events = vec![DropEvent::new(
                 RecordKind::Trace,
@@ -115,7 +115,7 @@ fn record_events(record: Record, reason: DropReason) -> Vec<DropEvent> {
                 trace
                     .scores
                     .iter()
-                    .map(|s| DropEvent::new(RecordKind::Score, reason, id, s.name())),
+                    .map(|(s, _)| DropEvent::new(RecordKind::Score, reason, id, s.name())),
             );
             events
         }

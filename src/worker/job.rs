@@ -9,6 +9,7 @@ use uuid::Uuid;
 use super::retry::RetryState;
 use super::trace_gate::Probe;
 use super::transport::Attempt;
+use crate::budget::Charge;
 use crate::drop_event::{DropEvent, DropReason, RecordKind};
 use crate::text::Text;
 
@@ -32,6 +33,9 @@ pub(super) struct Job {
     /// The last answer's status and message, for drop reports.
     pub(super) last_status: Option<u16>,
     pub(super) last_message: Option<String>,
+    /// Its share of the byte budget, given back when the job is dropped, whatever its outcome.
+    #[allow(dead_code, reason = "held for its Drop, which gives the bytes back")]
+    pub(super) charge: Charge,
 }
 
 impl Job {
@@ -41,6 +45,7 @@ impl Job {
         trace_id: Uuid,
         name: Text,
         body: Vec<u8>,
+        charge: Charge,
         now: Instant,
     ) -> Job {
         let request_id = HeaderValue::from_str(
@@ -62,6 +67,7 @@ impl Job {
             sent_at: now,
             last_status: None,
             last_message: None,
+            charge,
         }
     }
 

@@ -19,7 +19,7 @@ pub(crate) struct Losses {
     shared: Arc<Shared>,
     limiter: LogLimiter,
     /// Caller-side counters as last logged: queue full, NUL replaced, spans dropped.
-    logged: [u64; 3],
+    logged: [u64; 5],
 }
 
 impl Losses {
@@ -27,7 +27,7 @@ impl Losses {
         Losses {
             shared,
             limiter: LogLimiter::new(LOG_INTERVAL),
-            logged: [0; 3],
+            logged: [0; 5],
         }
     }
 
@@ -85,9 +85,17 @@ impl Losses {
             self.shared.counters.queue_full_total(),
             stats.nul_replaced,
             stats.spans_dropped,
+            stats.scores.dropped.queue_bytes_full + stats.traces.dropped.queue_bytes_full,
+            stats.fields_cut,
         ];
-        let keys = ["queue_full", "nul_replaced", "spans_dropped"];
-        for i in 0..3 {
+        let keys = [
+            "queue_full",
+            "nul_replaced",
+            "spans_dropped",
+            "queue_bytes_full",
+            "fields_cut",
+        ];
+        for i in 0..totals.len() {
             let new = totals[i].saturating_sub(self.logged[i]);
             if new == 0 || !(force || self.limiter.admit(keys[i], now).is_some()) {
                 continue;
@@ -105,9 +113,22 @@ impl Losses {
                     "replaced {new} NUL character(s) in traces with U+FFFD: the server cannot \
                      store them, and would silently lose the whole trace"
                 ),
-                _ => tracing::warn!(
+                2 => tracing::warn!(
                     target: "pandaprobe",
                     "left out {new} span(s) of traces that had more than the server's 500"
+                ),
+                3 => tracing::warn!(
+                    target: "pandaprobe",
+                    "dropped {new} record(s) because the byte budget was full \
+                     (max_queue_bytes = {}, {} held now); the server is slow or away, or \
+                     records are larger than the budget allows",
+                    self.shared.budget.limit(),
+                    self.shared.budget.used()
+                ),
+                _ => tracing::warn!(
+                    target: "pandaprobe",
+                    "cut {new} field(s) of records over max_record_bytes ({}) to a marker",
+                    self.shared.config.max_record_bytes
                 ),
             }
         }

@@ -43,6 +43,7 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use crate::body::{score_body, trace_body};
+use crate::budget::Charge;
 use crate::config::Config;
 use crate::drop_event::{DropEvent, DropReason, RecordKind};
 use crate::producer::{Control, Shared};
@@ -72,6 +73,11 @@ fn window(config: &Config) -> usize {
         .max(1024);
     roomy.min(config.max_queue_size.max(config.max_in_flight * 2))
 }
+
+/// The most the worker serializes between two looks at its control channel, in budget
+/// bytes: with records of megabytes, a turn of `batch_size` records could take long enough to
+/// hold a flush or shutdown past its deadline.
+const INTAKE_BYTES_PER_TURN: usize = 4 * 1024 * 1024;
 
 /// How long scores for a trace still open in this process wait for it to end before they are
 /// sent anyway (and retried until it is stored): as long as `TracingLayer` lets a trace stay
@@ -114,6 +120,9 @@ struct Worker {
     next_lane: RecordKind,
     window: usize,
     next_tick: Instant,
+    /// Set when a turn's intake stopped at its bound with records still queued: the loop looks
+    /// at its control channel, then goes on at once.
+    more_to_take: bool,
 }
 
 impl Worker {
@@ -164,6 +173,7 @@ impl Worker {
             waiters: Waiters::default(),
             active: 0,
             next_lane: RecordKind::Trace,
+            more_to_take: false,
         }
     }
 
@@ -247,18 +257,30 @@ impl Worker {
             self.scores.push(job);
             self.active += 1;
         }
+        // Bounded by count and by bytes, so that the loop answers flush and shutdown in time
+        // however large the records are.
+        let (mut taken, mut bytes) = (0, 0);
+        let most = self.shared.config.batch_size.clamp(64, 1024);
+        self.more_to_take = false;
         while self.active < self.window && !self.gate.is_full() {
+            if taken >= most || bytes >= INTAKE_BYTES_PER_TURN {
+                self.more_to_take = !self.records.is_empty();
+                break;
+            }
             let Ok(record) = self.records.try_recv() else {
                 break;
             };
+            taken += 1;
             let seq = self.barrier.take();
             match record {
-                Record::Score(score) => {
-                    if let Some(job) = self.score_job(seq, score, now) {
+                Record::Score(score, charge) => {
+                    bytes += charge.bytes();
+                    if let Some(job) = self.score_job(seq, score, charge, now) {
                         self.admit(job);
                     }
                 }
-                Record::Trace(trace) => {
+                Record::Trace(trace, charge) => {
+                    bytes += charge.bytes();
                     let ended = *trace;
                     let (data, scores) = (ended.data, ended.scores);
                     let config = &self.shared.config;
@@ -268,11 +290,19 @@ impl Worker {
                         config.release.as_deref(),
                     );
                     let name = data.name.into();
-                    let mut job = Job::new(RecordKind::Trace, seq, data.trace_id, name, body, now);
+                    let mut job = Job::new(
+                        RecordKind::Trace,
+                        seq,
+                        data.trace_id,
+                        name,
+                        body,
+                        charge,
+                        now,
+                    );
                     job.spans = data.spans.len();
                     let mut held: Vec<Job> = scores
                         .into_iter()
-                        .filter_map(|s| self.score_job(seq, s, now))
+                        .filter_map(|(s, charge)| self.score_job(seq, s, charge, now))
                         .collect();
                     // Scores that waited while it was open: flushes wait for them from now on.
                     for job in self.gate.take_open(data.trace_id) {
@@ -289,7 +319,13 @@ impl Worker {
     }
 
     /// A score as a job, with its body; `None` (counted) if it somehow lacks a trace id.
-    fn score_job(&mut self, seq: u64, mut score: Score, now: Instant) -> Option<Job> {
+    fn score_job(
+        &mut self,
+        seq: u64,
+        mut score: Score,
+        charge: Charge,
+        now: Instant,
+    ) -> Option<Job> {
         let Some(trace_id) = score.trace_id() else {
             // `score()` validated the id; should that ever change, still count it.
             let event = DropEvent::new(
@@ -309,6 +345,7 @@ impl Worker {
             trace_id,
             score.take_name(),
             body,
+            charge,
             now,
         ))
     }
@@ -427,6 +464,7 @@ impl Worker {
         ]
         .into_iter()
         .flatten()
+        .chain(self.more_to_take.then_some(now))
         .fold(self.next_tick, Instant::min)
     }
 }

@@ -152,6 +152,12 @@ impl Waiters {
         let mut i = 0;
         while i < self.flushes.len() {
             let waiter = &self.flushes[i];
+            if waiter.reply.is_abandoned() {
+                // A cancelled `flush_async` (its future dropped): nobody waits for the answer,
+                // so it is not kept until its deadline, which may be a year away.
+                self.flushes.swap_remove(i);
+                continue;
+            }
             let done = barrier.passed(waiter.target);
             if done || now >= waiter.deadline {
                 let waiter = self.flushes.swap_remove(i);
