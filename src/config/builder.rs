@@ -153,7 +153,7 @@ impl fmt::Debug for ClientBuilder {
         f.debug_struct("ClientBuilder")
             .field("api_key", &self.api_key)
             .field("project_name", &self.project_name)
-            .field("endpoint", &self.endpoint)
+            .field("endpoint", &super::shown_endpoint(&self.endpoint))
             .field("enabled", &self.enabled)
             .field("batch_size", &self.batch_size)
             .field("flush_interval", &self.flush_interval)

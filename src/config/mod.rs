@@ -203,13 +203,47 @@ pub(super) fn validate_project_name(name: &str) -> Result<HeaderValue, ConfigErr
     })
 }
 
+/// The endpoint as it may be shown in an error or `Debug`: any user name and password (the
+/// part between `://` and `@`) is left out, so that no credential is ever printed.
+pub(crate) fn shown_endpoint(endpoint: &str) -> String {
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        return endpoint.to_owned();
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}://[userinfo removed]@{}", &rest[at + 1..]),
+        None => endpoint.to_owned(),
+    }
+}
+
 pub(super) fn parse_endpoint(endpoint: &str) -> Result<(Url, Url), ConfigError> {
     let bad = |reason: String| invalid("endpoint", reason);
+    let shown = shown_endpoint(endpoint);
+    let endpoint = &shown;
     let base = endpoint.trim().trim_end_matches('/');
+    if shown.contains("[userinfo removed]@") {
+        return Err(bad(
+            "the endpoint must not carry a user name or password; the server authenticates \
+             with the API key (api_key() or PANDAPROBE_API_KEY)"
+                .into(),
+        ));
+    }
     let url = Url::parse(base).map_err(|e| bad(format!("{endpoint:?} is not a URL: {e}")))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(bad(format!(
             "{endpoint:?} must be an http:// or https:// URL with a host"
+        )));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(bad(
+            "the endpoint must not carry a user name or password; the server authenticates \
+             with the API key (api_key() or PANDAPROBE_API_KEY)"
+                .into(),
+        ));
+    }
+    if url.port() == Some(0) {
+        return Err(bad(format!(
+            "{endpoint:?} names port 0, which no server listens on"
         )));
     }
     if url.query().is_some() || url.fragment().is_some() {
@@ -367,6 +401,34 @@ mod tests {
                 .into_config();
             assert!(r.is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_endpoint_with_credentials_is_refused_without_echoing_them() {
+        for url in [
+            "http://user:s3cret@host",
+            "https://s3cret@host/base",
+            "http://user:s3cret@/x",
+        ] {
+            let err = vars(&BASE).endpoint(url).into_config().unwrap_err();
+            let text = err.to_string();
+            assert!(
+                !text.contains("s3cret") && !text.contains("user:"),
+                "{text}"
+            );
+            let debug = format!("{:?}", vars(&BASE).endpoint(url));
+            assert!(!debug.contains("s3cret"), "{debug}");
+        }
+        assert_eq!(shown_endpoint("http://h:1/a@b"), "http://h:1/a@b");
+    }
+
+    #[test]
+    fn port_zero_is_refused() {
+        let err = vars(&BASE)
+            .endpoint("http://127.0.0.1:0")
+            .into_config()
+            .unwrap_err();
+        assert!(err.to_string().contains("port 0"), "{err}");
     }
 
     #[test]

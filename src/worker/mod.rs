@@ -432,18 +432,20 @@ impl Worker {
         };
         let client = self.transport.client(job.retry.fresh_connection());
         let (body, request_id) = (job.body.clone(), job.request_id.clone());
+        let redactor = self.transport.redactor.clone();
         let key = self.next_key;
         self.next_key += 1;
         self.sending.insert(key, job);
         self.in_flight.push(Box::pin(async move {
             // The transport does not panic; should it ever, the record is retried, not lost.
-            let attempt = AssertUnwindSafe(transport::send(client, url, body, request_id))
-                .catch_unwind()
-                .await
-                .unwrap_or_else(|_| Attempt::Failed {
-                    ambiguous: true,
-                    message: "the HTTP client panicked".into(),
-                });
+            let attempt =
+                AssertUnwindSafe(transport::send(client, url, body, request_id, redactor))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(|_| Attempt::Failed {
+                        ambiguous: true,
+                        message: "the HTTP client panicked".into(),
+                    });
             (key, attempt)
         }));
         self.shared.counters.request();

@@ -1,5 +1,6 @@
 //! HTTP: one record, one request. Built and dropped on the worker's own runtime.
 
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -48,8 +49,48 @@ impl Attempt {
     }
 }
 
+/// Cleans a server's or the HTTP stack's words before they are logged or handed to the hook:
+/// a server, proxy or WAF that echoes request headers must not put the API key into a log
+/// line, and control characters are escaped so that no server can forge log lines.
+#[derive(Clone)]
+pub(crate) struct Redactor {
+    secret: Arc<str>,
+}
+
+impl Redactor {
+    pub(crate) fn new(api_key: &HeaderValue) -> Redactor {
+        let secret = String::from_utf8_lossy(api_key.as_bytes()).into_owned();
+        Redactor {
+            secret: secret.into(),
+        }
+    }
+
+    /// The text with every occurrence of the key replaced, control characters escaped, then
+    /// shortened to `max` bytes (after the redaction, so a cut cannot leave half a key).
+    pub(crate) fn clean(&self, text: &str, max: usize) -> String {
+        let redacted = if self.secret.len() >= 4 {
+            text.replace(&*self.secret, "[redacted]")
+        } else {
+            text.to_owned()
+        };
+        let mut out = String::with_capacity(redacted.len());
+        for c in redacted.chars() {
+            if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}') {
+                out.extend(c.escape_default());
+            } else {
+                out.push(c);
+            }
+        }
+        shorten(out, max)
+    }
+}
+
+/// How much of a server's words the SDK keeps for logs and the hook.
+const SHOWN: usize = 300;
+
 pub(crate) struct Transport {
     builder: Box<dyn Fn() -> reqwest::ClientBuilder + Send>,
+    pub(crate) redactor: Redactor,
     /// Kept-alive connections, for first attempts.
     pooled: reqwest::Client,
     /// No idle connections kept: for probes and retries, which must not land on a socket the
@@ -68,7 +109,11 @@ impl Transport {
         );
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         headers.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
-        let (request_timeout, connect_timeout) = (config.request_timeout, config.connect_timeout);
+        let request_timeout = config.request_timeout;
+        // Under the request's own timeout, so that a connection that never completes (a TLS
+        // handshake with a silent plain-HTTP port) fails as a connect error: no request was
+        // sent, so it is no "maybe delivered".
+        let connect_timeout = config.connect_timeout.min(request_timeout.mul_f64(0.9));
         let builder = move || {
             reqwest::Client::builder()
                 .default_headers(headers.clone())
@@ -83,6 +128,7 @@ impl Transport {
             pooled: builder().pool_max_idle_per_host(max_idle).build()?,
             fresh: builder().pool_max_idle_per_host(0).build()?,
             builder: Box::new(builder),
+            redactor: Redactor::new(&config.api_key),
             max_idle,
         })
     }
@@ -115,6 +161,7 @@ pub(crate) async fn send(
     url: Url,
     body: Bytes,
     request_id: HeaderValue,
+    redactor: Redactor,
 ) -> Attempt {
     let sent = client
         .post(url)
@@ -124,7 +171,7 @@ pub(crate) async fn send(
         .await;
     let mut response = match sent {
         Ok(response) => response,
-        Err(e) => return failed(&e),
+        Err(e) => return failed(&e, &redactor),
     };
     let status = response.status().as_u16();
     let retry_after = response
@@ -134,20 +181,30 @@ pub(crate) async fn send(
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
     // Read the answer (so the connection can be reused) but never more than the cap.
     let mut head = Vec::with_capacity(256);
-    while head.len() < MAX_ANSWER_BYTES {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                let room = MAX_ANSWER_BYTES - head.len();
-                head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    let read = async {
+        while head.len() < MAX_ANSWER_BYTES {
+            match response.chunk().await {
+                Ok(Some(chunk)) => {
+                    let room = MAX_ANSWER_BYTES - head.len();
+                    head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                }
+                Ok(None) | Err(_) => break,
             }
-            Ok(None) | Err(_) => break,
         }
+    };
+    // A 2xx status means stored when it arrives: its body is drained only briefly (for the
+    // connection's reuse), so a body that never comes cannot make it "maybe delivered".
+    let success = (200..300).contains(&status);
+    if success {
+        let _ = tokio::time::timeout(SUCCESS_BODY_WAIT, read).await;
+    } else {
+        read.await;
     }
-    // Only an error's words are worth reading; a success's body is just drained.
-    let (message, detail) = if (200..300).contains(&status) {
+    let (message, detail) = if success {
         (String::new(), false)
     } else {
-        server_message(&head)
+        let (message, detail) = server_message(&head);
+        (redactor.clean(&message, SHOWN), detail)
     };
     Attempt::Answered {
         status,
@@ -157,7 +214,10 @@ pub(crate) async fn send(
     }
 }
 
-fn failed(e: &reqwest::Error) -> Attempt {
+/// How long a success's body is waited for, only to keep its connection.
+const SUCCESS_BODY_WAIT: Duration = Duration::from_millis(500);
+
+fn failed(e: &reqwest::Error, redactor: &Redactor) -> Attempt {
     // A refused or failed connect never reached the server; anything later might have.
     let ambiguous = !e.is_connect();
     let mut message = e.to_string();
@@ -167,6 +227,7 @@ fn failed(e: &reqwest::Error) -> Attempt {
         message.push_str(&inner.to_string());
         source = inner.source();
     }
+    let message = redactor.clean(&message, 2 * SHOWN);
     Attempt::Failed { ambiguous, message }
 }
 
@@ -183,7 +244,6 @@ fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 /// The server's own words: `detail` or `error` from a JSON body, else the text, shortened; and
 /// whether it was a `detail` (a domain error).
 fn server_message(body: &[u8]) -> (String, bool) {
-    const SHOWN: usize = 300;
     if let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) {
         for key in ["detail", "error"] {
             if let Some(text) = json.get(key).and_then(|v| v.as_str()) {
@@ -192,14 +252,11 @@ fn server_message(body: &[u8]) -> (String, bool) {
                     message.push_str(": ");
                     message.push_str(&errors.to_string());
                 }
-                return (shorten(message, SHOWN), key == "detail");
+                return (message, key == "detail");
             }
         }
     }
-    (
-        shorten(String::from_utf8_lossy(body).into_owned(), SHOWN),
-        false,
-    )
+    (String::from_utf8_lossy(body).into_owned(), false)
 }
 
 /// The limit a 429's body names: `Rate limit exceeded: 200 per 1 minute`.
@@ -243,6 +300,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_key_is_redacted_before_the_text_is_shortened_and_control_characters_escaped() {
+        let key = HeaderValue::from_static("sk_pp_0123456789abcdef");
+        let r = Redactor::new(&key);
+        let echoed = "bad request\r\nx-api-key: sk_pp_0123456789abcdef\r\nWARN forged line";
+        let clean = r.clean(echoed, 300);
+        assert!(!clean.contains("sk_pp_0123456789abcdef"), "{clean}");
+        assert!(clean.contains("[redacted]"), "{clean}");
+        assert!(!clean.contains('\n') && !clean.contains('\r'), "{clean}");
+        assert!(clean.contains("\\r\\n"), "{clean}");
+        // A key that would straddle the cut is redacted first, so no prefix of it survives.
+        let long = format!("{}{}", "x".repeat(290), "sk_pp_0123456789abcdef");
+        let clean = r.clean(&long, 300);
+        assert!(!clean.contains("sk_pp_0123"), "{clean}");
+        assert!(r.clean("\u{1b}[31m\u{2028}", 300).starts_with("\\u{1b}"));
+    }
+
+    #[test]
     fn server_messages_are_extracted_and_bounded() {
         assert_eq!(
             server_message(br#"{"detail":"Invalid API key"}"#),
@@ -264,7 +338,8 @@ mod tests {
             ("Internal Server Error".into(), false)
         );
         let (long, _) = server_message(&[b'x'; 5000]);
-        assert!(long.chars().count() <= 301);
+        let key = HeaderValue::from_static("sk_pp_key");
+        assert!(Redactor::new(&key).clean(&long, SHOWN).chars().count() <= 301);
         let (garbage, _) = server_message(&[0xff, 0xfe, b'a']);
         assert!(garbage.ends_with('a'));
         assert_eq!(shorten("ééé".into(), 3), "é…");
