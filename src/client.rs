@@ -43,6 +43,7 @@ impl Drop for Inner {
     fn drop(&mut self) {
         // In a forked child the worker is the parent's: there is nothing to shut down or join.
         if self.producer.forked() {
+            self.worker.forget_in_child();
             return;
         }
         let timeout = self.producer.config().shutdown_timeout;

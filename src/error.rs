@@ -40,8 +40,9 @@ pub enum ConfigError {
 }
 
 /// Why [`Client::score`](crate::Client::score) refused a score. A refused score is not queued
-/// and not counted as accepted, except for [`ScoreError::QueueFull`], [`ScoreError::ShutDown`]
-/// and [`ScoreError::WorkerDied`]: the score was valid, and it is counted as dropped.
+/// and not counted as accepted, except for [`ScoreError::QueueFull`],
+/// [`ScoreError::QueueBytesFull`], [`ScoreError::ShutDown`], [`ScoreError::Forked`] and
+/// [`ScoreError::WorkerDied`]: the score was valid, and it is counted as dropped.
 ///
 /// ```
 /// use pandaprobe::{Client, Score, ScoreError};

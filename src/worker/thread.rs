@@ -38,6 +38,18 @@ impl WorkerHandle {
             }
         }
     }
+
+    /// In a forked child the worker thread does not exist: its handle names the parent's
+    /// thread, so dropping it (a `pthread_detach` of a thread this process does not have) is
+    /// left undone.
+    pub(crate) fn forget_in_child(&self) {
+        let handle = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        std::mem::forget(handle);
+    }
 }
 
 /// Starts the worker thread and waits until its runtime and HTTP client are built.
