@@ -1,6 +1,8 @@
 //! The answers the server sends: the real server's bodies for each status, the answers of
 //! injected faults, and how an answer becomes an HTTP response.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -12,17 +14,29 @@ use crate::rate_limit::RateLimit;
 use crate::state::Store;
 use crate::{HOSTED_SCORES_PER_MINUTE, HOSTED_TRACES_PER_MINUTE, TRACES_PATH};
 
-/// An answer before it becomes a response, with what answering it stores.
+/// An answer before it becomes a response, with what answering it stores and how long the
+/// server works on it first.
 pub(crate) struct Answer {
     status: StatusCode,
     headers: HeaderMap,
     body: Bytes,
     store: Option<Store>,
+    work: Duration,
 }
 
 impl Answer {
     pub(crate) fn status(&self) -> StatusCode {
         self.status
+    }
+
+    /// Answered (and stored) only after `work`, as a database write takes time.
+    pub(crate) fn after(mut self, work: Duration) -> Self {
+        self.work = work;
+        self
+    }
+
+    pub(crate) fn work(&self) -> Duration {
+        self.work
     }
 
     pub(crate) fn storing(mut self, store: Store) -> Self {
@@ -71,6 +85,7 @@ fn answer(status: StatusCode, content_type: &'static str, body: impl Into<Bytes>
         headers,
         body: body.into(),
         store: None,
+        work: Duration::ZERO,
     }
 }
 
@@ -89,6 +104,12 @@ fn text_answer(status: StatusCode, body: &'static str) -> Answer {
 
 pub(crate) fn detail(status: StatusCode, message: &str) -> Answer {
     json_answer(status, &json!({ "detail": message }))
+}
+
+/// FastAPI's 405, naming the methods of the first route whose path matched.
+pub(crate) fn method_not_allowed(allow: &'static str) -> Answer {
+    detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
+        .with_header(header::ALLOW, HeaderValue::from_static(allow))
 }
 
 /// What the real server sends for any database error; the connection is then closed.
@@ -172,6 +193,7 @@ pub(crate) fn raw(status: u16, headers: &[(String, String)], body: Bytes) -> Ans
         headers: map,
         body,
         store: None,
+        work: Duration::ZERO,
     }
 }
 

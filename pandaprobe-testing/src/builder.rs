@@ -7,7 +7,9 @@ use std::time::Duration;
 use crate::rate_limit::RateLimit;
 use crate::state::Settings;
 use crate::trace_store::StoreTime;
-use crate::{TestServer, DEFAULT_API_KEY, SCORES_PATH, TRACES_PATH};
+use crate::{
+    TestServer, DEFAULT_API_KEY, SCORES_PATH, SPANS_PATH_TEMPLATE, TRACES_PATH, TRACE_PATH_TEMPLATE,
+};
 
 /// Scores per minute per API key the hosted service (and the backend's default) allows on
 /// [`SCORES_PATH`]: the default rate limit of a [`TestServer`].
@@ -16,6 +18,15 @@ pub const HOSTED_SCORES_PER_MINUTE: u32 = 200;
 /// Traces per minute per API key the hosted service (and the backend's code) allows on
 /// [`TRACES_PATH`]: the default rate limit of a [`TestServer`].
 pub const HOSTED_TRACES_PER_MINUTE: u32 = 100;
+
+/// Requests per minute per API key the backend's default limit allows on each concrete path
+/// that has no limit of its own, such as every [`TRACE_PATH_TEMPLATE`] and
+/// [`SPANS_PATH_TEMPLATE`] path: the default rate limit of a [`TestServer`] on those.
+pub const DEFAULT_PATH_REQUESTS_PER_MINUTE: u32 = 200;
+
+/// Default time `POST /traces/{trace_id}/spans` spends per span before it answers (measured:
+/// 0.8-1.2 s for 500 spans).
+pub const DEFAULT_SPAN_WRITE_TIME: Duration = Duration::from_millis(2);
 
 /// Default time a trace worker takes per trace, whatever its size (measured: a small trace on
 /// an idle server is stored within tens of milliseconds; a backend run on loopback on a 2-core
@@ -45,6 +56,7 @@ pub struct TestServerBuilder {
     store_time: StoreTime,
     store_workers: usize,
     trace_quota: Option<u64>,
+    span_write_time: Duration,
     worker_threads: usize,
     record_requests: bool,
 }
@@ -65,6 +77,14 @@ impl Default for TestServerBuilder {
                     TRACES_PATH.to_owned(),
                     RateLimit::new(HOSTED_TRACES_PER_MINUTE, ONE_MINUTE),
                 ),
+                (
+                    TRACE_PATH_TEMPLATE.to_owned(),
+                    RateLimit::new(DEFAULT_PATH_REQUESTS_PER_MINUTE, ONE_MINUTE),
+                ),
+                (
+                    SPANS_PATH_TEMPLATE.to_owned(),
+                    RateLimit::new(DEFAULT_PATH_REQUESTS_PER_MINUTE, ONE_MINUTE),
+                ),
             ],
             store_time: StoreTime {
                 base: DEFAULT_TRACE_STORE_BASE,
@@ -72,6 +92,7 @@ impl Default for TestServerBuilder {
             },
             store_workers: DEFAULT_TRACE_STORE_WORKERS,
             trace_quota: None,
+            span_write_time: DEFAULT_SPAN_WRITE_TIME,
             worker_threads: 1,
             record_requests: true,
         }
@@ -121,8 +142,16 @@ impl TestServerBuilder {
     /// test windows; the real server only uses whole units). Windows are rounded up to whole
     /// milliseconds, at least one.
     ///
-    /// Default: [`HOSTED_SCORES_PER_MINUTE`] on [`SCORES_PATH`] and
-    /// [`HOSTED_TRACES_PER_MINUTE`] on [`TRACES_PATH`], per 60 s.
+    /// `path` may be a template, [`TRACE_PATH_TEMPLATE`] or [`SPANS_PATH_TEMPLATE`] (any
+    /// `{name}` segment stands for one non-empty segment): then every concrete path it
+    /// matches has windows of its own, as the real limiter scopes by concrete path, so each
+    /// trace id gets its own `limit`. A path named exactly is counted by its own limit, not
+    /// by a template that also matches it.
+    ///
+    /// Default: [`HOSTED_SCORES_PER_MINUTE`] on [`SCORES_PATH`],
+    /// [`HOSTED_TRACES_PER_MINUTE`] on [`TRACES_PATH`], and
+    /// [`DEFAULT_PATH_REQUESTS_PER_MINUTE`] on [`TRACE_PATH_TEMPLATE`] and
+    /// [`SPANS_PATH_TEMPLATE`], per 60 s.
     pub fn rate_limit(mut self, path: &str, limit: u32, window: Duration) -> Self {
         self.rate_limits.retain(|(p, _)| p != path);
         self.rate_limits
@@ -169,13 +198,22 @@ impl TestServerBuilder {
         self
     }
 
+    /// How long `POST /traces/{trace_id}/spans` works per span before it answers `201` (the
+    /// spans become visible when it answers; other connections are served meanwhile).
+    /// Default: [`DEFAULT_SPAN_WRITE_TIME`], so 500 spans take 1 s, as measured.
+    pub fn span_write_time(mut self, per_span: Duration) -> Self {
+        self.span_write_time = per_span;
+        self
+    }
+
     /// For tests about something else: no rate limits, scores accepted for any trace
     /// ([`require_known_traces(false)`](Self::require_known_traces)), traces stored when
-    /// accepted. Settings made after this call still apply.
+    /// accepted, spans added at once. Settings made after this call still apply.
     pub fn lenient(self) -> Self {
         self.no_rate_limits()
             .require_known_traces(false)
             .trace_store_time(Duration::ZERO, Duration::ZERO)
+            .span_write_time(Duration::ZERO)
     }
 
     /// Threads of the server's tokio runtime. Default: `1` (a current-thread runtime driven
@@ -213,6 +251,7 @@ impl TestServerBuilder {
             store_time: self.store_time,
             store_workers: self.store_workers,
             trace_quota: self.trace_quota,
+            span_write_time: self.span_write_time,
         };
         TestServer::spawn(settings, addr, !self.bind_later, self.worker_threads)
     }

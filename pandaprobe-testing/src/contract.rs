@@ -3,14 +3,24 @@
 //! on the scores path (slowapi's middleware applies the default limit to every request) and
 //! after validation on the traces path (a decorator on the handler applies its limit, so 401s
 //! and 422s there do not count).
+//!
+//! Under `/traces/{trace_id}` the default limit counts every request per concrete path, then:
+//! route, method, encoding; for spans the JSON decoding (FastAPI reads the body before it
+//! resolves dependencies); API key, project header; the trace id and the body, validated
+//! together; the trace's existence in the request's project.
 
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, StatusCode};
 use serde_json::Value;
 
-use crate::answers::{detail, rate_limited, validation_error_one, Answer};
+use crate::answers::{
+    detail, internal_error, json_text, method_not_allowed, rate_limited, validation_error,
+    validation_error_one, Answer,
+};
 use crate::handler::Req;
+use crate::span_body::{self, decode_error_position, Body};
 use crate::state::Shared;
+use crate::trace_paths::{self, TraceRoute};
 use crate::{score_body, trace_body, SCORES_PATH, TRACES_PATH};
 
 enum Route {
@@ -25,37 +35,24 @@ pub(crate) fn answer_normally(shared: &Shared, req: &Req) -> Answer {
             return rate_limited(refusal);
         }
     }
+    if let Some(route) = trace_paths::route(&req.path) {
+        return answer_trace_route(shared, req, route, api_key);
+    }
     let route = match req.path.as_str() {
         SCORES_PATH => Route::Score,
         TRACES_PATH => Route::Trace,
         _ => return detail(StatusCode::NOT_FOUND, "Not Found"),
     };
     if req.method != Method::POST {
-        return detail(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed")
-            .with_header(header::ALLOW, HeaderValue::from_static("POST"));
+        return method_not_allowed("POST");
     }
-    if req.headers.contains_key(header::CONTENT_ENCODING) {
-        return detail(
-            StatusCode::BAD_REQUEST,
-            "Compressed request bodies are not supported",
-        );
+    if let Some(refusal) = compressed(req) {
+        return refusal;
     }
-    if api_key != Some(shared.api_key().as_bytes()) {
-        return detail(StatusCode::UNAUTHORIZED, "Invalid API key");
-    }
-    match req.headers.get("x-project-name") {
-        None => return validation_error_one("x-project-name", "Field required"),
-        Some(name) => {
-            let valid = std::str::from_utf8(name.as_bytes()).is_ok_and(valid_project_name);
-            if !valid {
-                return validation_error_one(
-                    "x-project-name",
-                    "Project name must be 1-255 characters of letters, digits, spaces, \
-                     '-', '_', '.' or \"'\", starting and ending with a letter or digit",
-                );
-            }
-        }
-    }
+    let project = match authorise(shared, req, api_key) {
+        Ok(project) => project,
+        Err(refusal) => return *refusal,
+    };
     if let Some(content_type) = req.headers.get(header::CONTENT_TYPE) {
         if !is_json_content_type(content_type.as_bytes()) {
             return validation_error_one("body", "Input should be a valid dictionary");
@@ -75,7 +72,113 @@ pub(crate) fn answer_normally(shared: &Shared, req: &Req) -> Answer {
         .map(str::to_owned);
     match route {
         Route::Score => score_body::answer(shared, fields, &body, request_id),
-        Route::Trace => trace_body::answer(shared, fields, &body, request_id),
+        Route::Trace => trace_body::answer(shared, fields, &body, project, request_id),
+    }
+}
+
+fn compressed(req: &Req) -> Option<Answer> {
+    req.headers.contains_key(header::CONTENT_ENCODING).then(|| {
+        detail(
+            StatusCode::BAD_REQUEST,
+            "Compressed request bodies are not supported",
+        )
+    })
+}
+
+/// The API key and the project header; the project name when both are good.
+fn authorise<'r>(
+    shared: &Shared,
+    req: &'r Req,
+    api_key: Option<&[u8]>,
+) -> Result<&'r str, Box<Answer>> {
+    if api_key != Some(shared.api_key().as_bytes()) {
+        return Err(Box::new(detail(
+            StatusCode::UNAUTHORIZED,
+            "Invalid API key",
+        )));
+    }
+    let Some(name) = req.headers.get("x-project-name") else {
+        return Err(Box::new(validation_error_one(
+            "x-project-name",
+            "Field required",
+        )));
+    };
+    match std::str::from_utf8(name.as_bytes()) {
+        Ok(name) if valid_project_name(name) => Ok(name),
+        _ => Err(Box::new(validation_error_one(
+            "x-project-name",
+            "Project name must be 1-255 characters of letters, digits, spaces, \
+             '-', '_', '.' or \"'\", starting and ending with a letter or digit",
+        ))),
+    }
+}
+
+/// `GET /traces/{trace_id}` and `POST /traces/{trace_id}/spans`.
+fn answer_trace_route(
+    shared: &Shared,
+    req: &Req,
+    route: TraceRoute<'_>,
+    api_key: Option<&[u8]>,
+) -> Answer {
+    match route {
+        TraceRoute::Trace(segment) => {
+            match req.method {
+                Method::GET => {}
+                // Real routes this server does not simulate.
+                Method::PATCH | Method::DELETE => return method_not_allowed("GET"),
+                // The first route on this path is `PATCH /traces/{trace_id}`.
+                _ => return method_not_allowed("PATCH"),
+            }
+            if let Some(refusal) = compressed(req) {
+                return refusal;
+            }
+            let project = match authorise(shared, req, api_key) {
+                Ok(project) => project,
+                Err(refusal) => return *refusal,
+            };
+            let trace_id = match trace_paths::trace_id(segment) {
+                Ok(id) => id,
+                Err(e) => return validation_error(&[e]),
+            };
+            match shared.read_trace(&trace_id, Some(project)) {
+                None => detail(
+                    StatusCode::NOT_FOUND,
+                    &format!("Trace {trace_id} not found."),
+                ),
+                Some(read) if read.fails => internal_error(),
+                Some(read) => json_text(StatusCode::OK, read.doc.to_json()),
+            }
+        }
+        TraceRoute::Spans(segment) => {
+            if req.method != Method::POST {
+                return method_not_allowed("POST");
+            }
+            if let Some(refusal) = compressed(req) {
+                return refusal;
+            }
+            let declared_json = req
+                .headers
+                .get(header::CONTENT_TYPE)
+                .is_none_or(|t| is_json_content_type(t.as_bytes()));
+            let body = if req.body.is_empty() {
+                Body::Missing
+            } else if !declared_json {
+                Body::NotJson
+            } else {
+                match serde_json::from_slice(&req.body) {
+                    Ok(value) => Body::Json(value),
+                    Err(e) => {
+                        let at = decode_error_position(&req.body, &e).to_string();
+                        return validation_error_one(&at, "JSON decode error");
+                    }
+                }
+            };
+            let project = match authorise(shared, req, api_key) {
+                Ok(project) => project,
+                Err(refusal) => return *refusal,
+            };
+            span_body::answer(shared, trace_paths::trace_id(segment), body, project)
+        }
     }
 }
 

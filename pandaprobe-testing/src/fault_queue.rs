@@ -17,7 +17,8 @@ struct Faults {
 }
 
 struct QueuedFault {
-    /// `None` matches every path.
+    /// `None` matches every path; a template such as `/traces/{trace_id}` matches its
+    /// concrete paths.
     path: Option<String>,
     remaining: usize,
     fault: Fault,
@@ -74,10 +75,11 @@ impl FaultQueue {
         }
         let responder = {
             let mut faults = self.lock();
-            let matching = faults
-                .queue
-                .iter()
-                .position(|q| q.path.as_deref().is_none_or(|p| p == path));
+            let matching = faults.queue.iter().position(|q| {
+                q.path
+                    .as_deref()
+                    .is_none_or(|p| crate::trace_paths::matches(p, path))
+            });
             if let Some(pos) = matching {
                 let entry = &mut faults.queue[pos];
                 entry.remaining = entry.remaining.saturating_sub(1);

@@ -82,6 +82,7 @@ pub(crate) async fn handle(
         }
         Some(Fault::StoreThenReset) => {
             let mut answer = answer_normally(&shared, &req);
+            tokio::time::sleep(answer.work()).await;
             let store = answer.take_store().filter(|_| answer.status().is_success());
             shared.complete(ticket, None, fault, store);
             return Err(CloseWithoutAnswer);
@@ -101,6 +102,7 @@ pub(crate) async fn handle(
             tokio::spawn(async move {
                 tokio::time::sleep(delay).await;
                 let answer = answer_normally(&task_shared, &req);
+                tokio::time::sleep(answer.work()).await;
                 let _ = tx.send(finish(&task_shared, ticket, fault, answer));
             });
             return match rx.await {
@@ -109,7 +111,21 @@ pub(crate) async fn handle(
             };
         }
     };
-    Ok(finish(&shared, ticket, fault, answer).into_response(request_id))
+    let work = answer.work();
+    if work.is_zero() {
+        return Ok(finish(&shared, ticket, fault, answer).into_response(request_id));
+    }
+    // The write goes on if the client gives up, as on the real server; other connections
+    // are served meanwhile.
+    let (tx, rx) = oneshot::channel();
+    tokio::spawn(async move {
+        tokio::time::sleep(work).await;
+        let _ = tx.send(finish(&shared, ticket, fault, answer));
+    });
+    match rx.await {
+        Ok(answer) => Ok(answer.into_response(request_id)),
+        Err(_) => Err(CloseWithoutAnswer),
+    }
 }
 
 /// Record the answer and store what it stores.

@@ -1,13 +1,14 @@
 //! An in-process, PandaProbe-compatible HTTP server for tests, with fault injection.
 //!
 //! [`TestServer`] listens on `127.0.0.1` (a free port by default) and answers
-//! `POST /evaluations/trace-scores` and `POST /traces` the way a real PandaProbe server
+//! `POST /evaluations/trace-scores`, `POST /traces`, `GET /traces/{trace_id}` and
+//! `POST /traces/{trace_id}/spans` the way a real PandaProbe server
 //! (backend 0.5.0) does: the same checks in the same order, the same status codes and bodies,
 //! and, by default, the same awkward behaviour a client must cope with: per-key rate limits,
 //! traces stored by a queue of workers some time after their `202`, scores refused with `500`
 //! until their trace is stored, and a connection closed after every `500`. What it accepted
-//! can be read back with [`TestServer::scores`], [`TestServer::traces`] and
-//! [`TestServer::requests`].
+//! can be read back with [`TestServer::scores`], [`TestServer::traces`],
+//! [`TestServer::stored_trace`] and [`TestServer::requests`].
 //!
 //! Faults are injected per request with [`TestServer::fail_next`],
 //! [`TestServer::fail_next_on`] and [`TestServer::set_responder`]; outages with
@@ -69,9 +70,11 @@
 //!
 //! | | real server | [`TestServer::start`] (defaults) | [`lenient()`](TestServerBuilder::lenient) |
 //! |---|---|---|---|
-//! | rate limits, per API key and path, fixed window; `429` without `Retry-After`; on scores every request counts, on traces only valid, authorised ones | 200/min on scores, 100/min on traces | the same ([`rate_limit`](TestServerBuilder::rate_limit) to change) | none |
+//! | rate limits, per API key and concrete path (the method not included), fixed window; `429` without `Retry-After`; every request counts, except on `POST /traces` where only valid, authorised ones do | 200/min on scores, 100/min on traces, 200/min on each `/traces/<id>` and each `/traces/<id>/spans` | the same ([`rate_limit`](TestServerBuilder::rate_limit) with a path or [`TRACE_PATH_TEMPLATE`] / [`SPANS_PATH_TEMPLATE`] to change) | none |
 //! | trace storage after `202` | a queue served by 2 workers: tens of ms for a small trace, about 6 s for 500 spans | 2 virtual workers, 20 ms + 12 ms per span ([`trace_store_time`](TestServerBuilder::trace_store_time)) | at once |
 //! | score whose trace is not stored (yet) | `500`, connection closed | the same ([`require_known_traces`](TestServerBuilder::require_known_traces)) | `201` |
+//! | `GET /traces/{id}`, `POST /traces/{id}/spans` before the trace is stored (in the request's project) | `404 {"detail":"Trace <id> not found."}` | the same | the same (traces are stored at once) |
+//! | `POST /traces/{id}/spans` (1-500 spans, upserted, parents as sent, visible when answered) | `201 {"span_ids":[...]}` after about 2 ms per span | the same, 2 ms per span ([`span_write_time`](TestServerBuilder::span_write_time)) | at once |
 //! | trace containing U+0000 | `202`, never stored | the same | the same (its scores get `201`) |
 //! | after any `500` | connection closed, no `Connection: close` header | the same | the same |
 //! | score rules (Python `float()` in [0, 1], BOOLEAN, 255-char columns, NUL gives `500`) | as measured | the same | the same |
@@ -108,6 +111,12 @@
 //! * Records, stored traces, the fault queue and the responder survive `stop`/`restart`. A
 //!   [`Fault::Delay`] in progress still stores when its delay ends, even after `stop`.
 //! * Keys the real server does not know are ignored, as it ignores them.
+//! * A stored trace reads back as the real server's database gives it: timestamps in UTC as
+//!   Python prints them, object keys in `jsonb` order, floats of 10¹⁶ and more as integers.
+//!   Re-sending a trace or a span overwrites its `input`, `output`, `token_usage`,
+//!   `model_parameters` and `cost` with what was sent (`null` when absent; measured), keeps
+//!   its other columns when absent, merges `metadata` and keeps a span's `parent_span_id`.
+//! * `PATCH` and `DELETE` of `/traces/{id}` are not simulated (they get `405`).
 
 #![warn(missing_docs)]
 
@@ -119,24 +128,31 @@ mod fault;
 mod fault_queue;
 mod handler;
 mod json_fields;
+mod jsonb;
 mod python_float;
 mod quota;
 mod rate_limit;
 mod records;
 mod score_body;
 mod server;
+mod span_body;
 mod state;
 mod test_server;
+mod timestamp;
 mod trace_body;
+mod trace_db;
+mod trace_paths;
 mod trace_store;
 
 pub use builder::{
-    TestServerBuilder, DEFAULT_TRACE_STORE_BASE, DEFAULT_TRACE_STORE_PER_SPAN,
-    DEFAULT_TRACE_STORE_WORKERS, HOSTED_SCORES_PER_MINUTE, HOSTED_TRACES_PER_MINUTE,
+    TestServerBuilder, DEFAULT_PATH_REQUESTS_PER_MINUTE, DEFAULT_SPAN_WRITE_TIME,
+    DEFAULT_TRACE_STORE_BASE, DEFAULT_TRACE_STORE_PER_SPAN, DEFAULT_TRACE_STORE_WORKERS,
+    HOSTED_SCORES_PER_MINUTE, HOSTED_TRACES_PER_MINUTE,
 };
 pub use fault::Fault;
 pub use records::{ReceivedRequest, RequestInfo, StoredRecord};
 pub use test_server::TestServer;
+pub use trace_paths::{spans_path, trace_path, SPANS_PATH_TEMPLATE, TRACE_PATH_TEMPLATE};
 
 /// The API key a [`TestServer`] accepts unless [`TestServerBuilder::api_key`] sets another.
 pub const DEFAULT_API_KEY: &str = "sk_pp_test";

@@ -1,5 +1,6 @@
 //! The real server's rate limiter: slowapi with the `limits` library's fixed-window strategy,
-//! keyed by API key and scoped by path.
+//! keyed by API key and scoped by the concrete path (slowapi's `key_style="url"`): a template
+//! such as `/traces/{trace_id}` gives every trace id its own windows.
 //!
 //! A window opens at the first request after the previous one expired and lasts `window`; the
 //! first `limit` requests in it pass, every further one is refused without extending it.
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::state::lock;
 
-/// Windows kept per path before expired ones are swept out.
+/// Windows kept per limiter before expired ones are swept out.
 const SWEEP_ABOVE: usize = 4096;
 
 /// `limit` requests per `window`.
@@ -55,15 +56,18 @@ struct Window {
     hits: u32,
 }
 
-/// The windows of one rate-limited path, one per API key.
+/// A window's key: the concrete path and the `X-API-Key` value (`None` is the shared bucket
+/// of requests without one).
+type WindowKey = (Box<str>, Option<Vec<u8>>);
+
+/// The windows of one rate-limited path or path template, one per concrete path and API key.
 #[derive(Debug)]
 pub(crate) struct PathLimiter {
     path: String,
     limit: RateLimit,
     /// The 429 body, built once.
     refusal: String,
-    /// Keyed by the `X-API-Key` value; `None` is the shared bucket of requests without one.
-    windows: Mutex<HashMap<Option<Vec<u8>>, Window>>,
+    windows: Mutex<HashMap<WindowKey, Window>>,
 }
 
 impl PathLimiter {
@@ -80,8 +84,9 @@ impl PathLimiter {
         }
     }
 
-    pub(crate) fn path(&self) -> &str {
-        &self.path
+    /// Whether this limiter counts requests to `path`.
+    pub(crate) fn covers(&self, path: &str) -> bool {
+        crate::trace_paths::matches(&self.path, path)
     }
 
     /// The JSON body of a refusal.
@@ -89,14 +94,17 @@ impl PathLimiter {
         &self.refusal
     }
 
-    /// Count a request at `now`; `false` when it is over the limit.
-    pub(crate) fn admit(&self, api_key: Option<&[u8]>, now: Instant) -> bool {
+    /// Count a request to `path` at `now`; `false` when it is over the limit.
+    pub(crate) fn admit(&self, path: &str, api_key: Option<&[u8]>, now: Instant) -> bool {
         let mut windows = lock(&self.windows);
         if windows.len() > SWEEP_ABOVE {
             let window = self.limit.window;
             windows.retain(|_, w| !expired(w, window, now));
         }
-        let key = api_key.filter(|k| !k.is_empty()).map(<[u8]>::to_vec);
+        let key = (
+            Box::from(path),
+            api_key.filter(|k| !k.is_empty()).map(<[u8]>::to_vec),
+        );
         let window = windows.entry(key).or_insert(Window {
             opened: now,
             hits: 0,
@@ -133,10 +141,15 @@ impl RateLimits {
         }
     }
 
-    /// Count a request; the refusal body when it is over its path's limit.
+    /// Count a request; the refusal body when it is over its path's limit. A path both
+    /// named exactly and matched by a template counts against the exact limit only.
     pub(crate) fn check(&self, path: &str, api_key: Option<&[u8]>, now: Instant) -> Option<&str> {
-        let limiter = self.paths.iter().find(|l| l.path() == path)?;
-        (!limiter.admit(api_key, now)).then(|| limiter.refusal())
+        let limiter = self
+            .paths
+            .iter()
+            .find(|l| l.path == path)
+            .or_else(|| self.paths.iter().find(|l| l.covers(path)))?;
+        (!limiter.admit(path, api_key, now)).then(|| limiter.refusal())
     }
 }
 
@@ -172,44 +185,47 @@ mod tests {
     fn fixed_window_counts_and_does_not_extend() {
         let limiter = PathLimiter::new("/p".into(), RateLimit::new(3, ms(100)));
         let t0 = Instant::now();
-        assert!(limiter.admit(KEY, t0));
-        assert!(limiter.admit(KEY, t0 + ms(10)));
-        assert!(limiter.admit(KEY, t0 + ms(99)));
+        assert!(limiter.admit("/p", KEY, t0));
+        assert!(limiter.admit("/p", KEY, t0 + ms(10)));
+        assert!(limiter.admit("/p", KEY, t0 + ms(99)));
         // Refused until the window that opened at t0 ends, however many are refused.
-        assert!(!limiter.admit(KEY, t0 + ms(99)));
-        assert!(!limiter.admit(KEY, t0 + ms(99)));
+        assert!(!limiter.admit("/p", KEY, t0 + ms(99)));
+        assert!(!limiter.admit("/p", KEY, t0 + ms(99)));
         // A new window opens at the first request after the old one expired, not at t0+100.
-        assert!(limiter.admit(KEY, t0 + ms(150)));
-        assert!(limiter.admit(KEY, t0 + ms(200)));
-        assert!(limiter.admit(KEY, t0 + ms(249)));
-        assert!(!limiter.admit(KEY, t0 + ms(249)));
-        assert!(limiter.admit(KEY, t0 + ms(250)));
+        assert!(limiter.admit("/p", KEY, t0 + ms(150)));
+        assert!(limiter.admit("/p", KEY, t0 + ms(200)));
+        assert!(limiter.admit("/p", KEY, t0 + ms(249)));
+        assert!(!limiter.admit("/p", KEY, t0 + ms(249)));
+        assert!(limiter.admit("/p", KEY, t0 + ms(250)));
     }
 
     #[test]
     fn keys_have_their_own_windows_and_no_key_is_one_bucket() {
         let limiter = PathLimiter::new("/p".into(), RateLimit::new(1, ms(100)));
         let t0 = Instant::now();
-        assert!(limiter.admit(KEY, t0));
-        assert!(!limiter.admit(KEY, t0));
-        assert!(limiter.admit(Some(b"sk_pp_b"), t0));
-        assert!(limiter.admit(None, t0));
-        assert!(!limiter.admit(None, t0));
-        assert!(!limiter.admit(Some(b""), t0), "an empty key is no key");
+        assert!(limiter.admit("/p", KEY, t0));
+        assert!(!limiter.admit("/p", KEY, t0));
+        assert!(limiter.admit("/p", Some(b"sk_pp_b"), t0));
+        assert!(limiter.admit("/p", None, t0));
+        assert!(!limiter.admit("/p", None, t0));
+        assert!(
+            !limiter.admit("/p", Some(b""), t0),
+            "an empty key is no key"
+        );
     }
 
     #[test]
     fn zero_limit_refuses_everything() {
         let limiter = PathLimiter::new("/p".into(), RateLimit::new(0, ms(100)));
-        assert!(!limiter.admit(KEY, Instant::now()));
+        assert!(!limiter.admit("/p", KEY, Instant::now()));
     }
 
     #[test]
     fn an_earlier_instant_does_not_reopen_the_window() {
         let limiter = PathLimiter::new("/p".into(), RateLimit::new(1, ms(100)));
         let t0 = Instant::now() + ms(50);
-        assert!(limiter.admit(KEY, t0));
-        assert!(!limiter.admit(KEY, t0 - ms(10)));
+        assert!(limiter.admit("/p", KEY, t0));
+        assert!(!limiter.admit("/p", KEY, t0 - ms(10)));
     }
 
     #[test]
@@ -231,13 +247,49 @@ mod tests {
     }
 
     #[test]
+    fn a_template_gives_every_concrete_path_its_own_window() {
+        let limits = RateLimits::new(&[
+            ("/traces/{trace_id}".into(), RateLimit::new(1, ms(100))),
+            (
+                "/traces/{trace_id}/spans".into(),
+                RateLimit::new(1, ms(100)),
+            ),
+            ("/traces/special".into(), RateLimit::new(2, ms(100))),
+        ]);
+        let t0 = Instant::now();
+        assert_eq!(limits.check("/traces/a", KEY, t0), None);
+        assert!(limits.check("/traces/a", KEY, t0).is_some());
+        assert_eq!(limits.check("/traces/b", KEY, t0), None);
+        assert_eq!(limits.check("/traces/a/spans", KEY, t0), None);
+        assert!(limits.check("/traces/a/spans", KEY, t0).is_some());
+        assert_eq!(limits.check("/traces/a", Some(b"sk_pp_b"), t0), None);
+        // The exact path wins over the template.
+        assert_eq!(limits.check("/traces/special", KEY, t0), None);
+        assert_eq!(limits.check("/traces/special", KEY, t0), None);
+        assert!(limits.check("/traces/special", KEY, t0).is_some());
+        assert!(limits.check("/traces/a", KEY, t0 + ms(99)).is_some());
+        assert_eq!(limits.check("/traces/a", KEY, t0 + ms(100)), None);
+    }
+
+    #[test]
+    fn expired_windows_of_a_template_are_swept() {
+        let limiter = PathLimiter::new("/t/{id}".into(), RateLimit::new(1, ms(10)));
+        let t0 = Instant::now();
+        for i in 0..=SWEEP_ABOVE {
+            assert!(limiter.admit(&format!("/t/{i}"), KEY, t0));
+        }
+        assert!(limiter.admit("/t/x", KEY, t0 + ms(20)));
+        assert_eq!(lock(&limiter.windows).len(), 1);
+    }
+
+    #[test]
     fn expired_windows_are_swept() {
         let limiter = PathLimiter::new("/p".into(), RateLimit::new(1, ms(10)));
         let t0 = Instant::now();
         for i in 0..=SWEEP_ABOVE {
-            assert!(limiter.admit(Some(i.to_string().as_bytes()), t0));
+            assert!(limiter.admit("/p", Some(i.to_string().as_bytes()), t0));
         }
-        assert!(limiter.admit(KEY, t0 + ms(20)));
+        assert!(limiter.admit("/p", KEY, t0 + ms(20)));
         assert_eq!(lock(&limiter.windows).len(), 1);
     }
 }

@@ -1,12 +1,13 @@
 //! The state the server thread and the [`TestServer`](crate::TestServer) handle share: the
 //! settings, the recorded requests, the accepted scores and traces, the status counters, the
-//! trace "database", the rate limiter, the quota and the fault queue.
+//! trace workers and the trace database, the rate limiter, the quota and the fault queue.
 
 use std::collections::HashMap;
 use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use hyper::StatusCode;
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::fault_queue::FaultQueue;
@@ -14,7 +15,8 @@ use crate::handler::Req;
 use crate::quota::Quota;
 use crate::rate_limit::{RateLimit, RateLimits};
 use crate::records::header_vec;
-use crate::trace_store::{StoreTime, TraceStore};
+use crate::trace_db::{TraceDb, TraceRead};
+use crate::trace_store::{Job, JobId, StoreTime, TraceStore};
 use crate::{Fault, ReceivedRequest, StoredRecord};
 
 /// Longest a wait sleeps without a deadline before looking again.
@@ -29,12 +31,14 @@ pub(crate) struct Settings {
     pub(crate) store_time: StoreTime,
     pub(crate) store_workers: usize,
     pub(crate) trace_quota: Option<u64>,
+    pub(crate) span_write_time: Duration,
 }
 
 pub(crate) struct Shared {
     api_key: String,
     require_known_traces: bool,
     record_requests: bool,
+    span_write_time: Duration,
     rate_limits: RateLimits,
     quota: Quota,
     faults: FaultQueue,
@@ -47,8 +51,12 @@ struct State {
     /// update a record of the new epoch.
     epoch: u64,
     records: Records,
-    /// Survives `reset_records`: it is the server's database.
+    /// The trace workers. Like `db` and `pending`, survives `reset_records`.
     store: TraceStore,
+    /// What the workers stored, and what `POST /traces/{id}/spans` added.
+    db: TraceDb,
+    /// Submissions waiting for a worker: project and body.
+    pending: HashMap<JobId, (String, Value)>,
 }
 
 struct Records {
@@ -93,11 +101,18 @@ impl Ticket {
 /// A record to store when the request completes.
 pub(crate) enum Store {
     Score(StoredRecord),
-    /// A trace accepted with `202`, for the workers to store (unless it is not `storable`).
+    /// A trace accepted with `202`, for the workers to store (unless it is not `storable`)
+    /// under `project`.
     Trace {
         record: StoredRecord,
+        project: String,
         spans: usize,
         storable: bool,
+    },
+    /// Spans added to a stored trace, each with its `span_id`.
+    Spans {
+        trace_id: Uuid,
+        spans: Vec<Value>,
     },
 }
 
@@ -109,18 +124,35 @@ impl State {
     /// Let the workers finish what is due by `now`.
     fn settle(&mut self, now: Instant) {
         let records = &mut self.records;
-        self.store.settle(now, |trace_id| {
-            if records.trace_index.contains_key(&trace_id) {
+        let (db, pending) = (&mut self.db, &mut self.pending);
+        self.store.settle(now, |trace_id, job, first| {
+            if let Some((project, body)) = pending.remove(&job) {
+                db.upsert_trace(&project, trace_id, &body);
+            }
+            if first && records.trace_index.contains_key(&trace_id) {
                 records.stored_traces += 1;
             }
         });
     }
 
-    fn accept_trace(&mut self, record: StoredRecord, spans: usize, storable: bool, now: Instant) {
+    fn accept_trace(
+        &mut self,
+        record: StoredRecord,
+        project: String,
+        spans: usize,
+        storable: bool,
+        now: Instant,
+    ) {
         let trace_id = record.id;
         self.settle(now);
         let was_stored = self.store.stored_at(&trace_id).is_some();
-        self.store.accept(trace_id, spans, storable, now);
+        match self.store.accept(trace_id, spans, storable, now) {
+            Job::Now => self.db.upsert_trace(&project, trace_id, &record.body),
+            Job::Later(job) => {
+                self.pending.insert(job, (project, record.body.clone()));
+            }
+            Job::Never => {}
+        }
         let is_stored = self.store.stored_at(&trace_id).is_some();
         let records = &mut self.records;
         let is_new = match records.trace_index.get(&trace_id) {
@@ -148,6 +180,7 @@ impl Shared {
             api_key: settings.api_key,
             require_known_traces: settings.require_known_traces,
             record_requests: settings.record_requests,
+            span_write_time: settings.span_write_time,
             rate_limits: RateLimits::new(&settings.rate_limits),
             quota: Quota::new(settings.trace_quota),
             faults: FaultQueue::default(),
@@ -155,6 +188,8 @@ impl Shared {
                 epoch: 0,
                 records: Records::default(),
                 store: TraceStore::new(settings.store_time, settings.store_workers),
+                db: TraceDb::default(),
+                pending: HashMap::new(),
             }),
             changed: Condvar::new(),
         }
@@ -170,6 +205,11 @@ impl Shared {
 
     pub(crate) fn require_known_traces(&self) -> bool {
         self.require_known_traces
+    }
+
+    /// How long `POST /traces/{id}/spans` takes per span before it answers.
+    pub(crate) fn span_write_time(&self) -> Duration {
+        self.span_write_time
     }
 
     pub(crate) fn faults(&self) -> &FaultQueue {
@@ -239,9 +279,14 @@ impl Shared {
             }
             Some(Store::Trace {
                 record,
+                project,
                 spans,
                 storable,
-            }) => state.accept_trace(record, spans, storable, now),
+            }) => state.accept_trace(record, project, spans, storable, now),
+            Some(Store::Spans { trace_id, spans }) => {
+                state.settle(now);
+                state.db.add_spans(trace_id, &spans);
+            }
         }
         drop(state);
         self.changed.notify_all();
@@ -251,6 +296,20 @@ impl Shared {
         let mut state = self.lock_state();
         state.settle(Instant::now());
         state.store.stored_at(trace_id)
+    }
+
+    /// Whether the trace is stored under `project`.
+    pub(crate) fn has_trace(&self, trace_id: &Uuid, project: &str) -> bool {
+        let mut state = self.lock_state();
+        state.settle(Instant::now());
+        state.db.has_trace(trace_id, Some(project))
+    }
+
+    /// The stored trace as `GET` returns it, under `project` (`None`: any project).
+    pub(crate) fn read_trace(&self, trace_id: &Uuid, project: Option<&str>) -> Option<TraceRead> {
+        let mut state = self.lock_state();
+        state.settle(Instant::now());
+        state.db.read(trace_id, project)
     }
 
     pub(crate) fn scores(&self) -> Vec<StoredRecord> {

@@ -157,6 +157,18 @@ impl TestServer {
         self.shared.trace_stored_at(&trace_id)
     }
 
+    /// The stored trace exactly as `GET /traces/{trace_id}` returns it (its fields, `spans`
+    /// with those added by `POST /traces/{trace_id}/spans`, `total_tokens`, `total_cost`),
+    /// whatever project it was stored under; `None` when it is not stored (yet). Object
+    /// keys are in `serde_json`'s order here; the HTTP body has the real server's. (When a
+    /// span's token count is not an integer, `GET` fails with `500`; this still returns the
+    /// trace, counting those tokens as 0.)
+    pub fn stored_trace(&self, trace_id: Uuid) -> Option<serde_json::Value> {
+        self.shared
+            .read_trace(&trace_id, None)
+            .map(|read| read.doc.to_value())
+    }
+
     /// How many requests were received (a request counts once its body has been read).
     pub fn request_count(&self) -> usize {
         self.shared.request_count()

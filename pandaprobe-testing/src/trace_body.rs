@@ -14,8 +14,8 @@ use crate::{StoredRecord, TRACES_PATH};
 /// Longest trace or span name.
 const NAME_MAX_CHARS: usize = 512;
 
-/// Most spans one trace may carry.
-const MAX_SPANS: usize = 500;
+/// Most spans one trace may carry, and one `POST /traces/{id}/spans` may add.
+pub(crate) const MAX_SPANS: usize = 500;
 
 const STATUSES: [&str; 4] = ["PENDING", "RUNNING", "COMPLETED", "ERROR"];
 const SPAN_KINDS: [&str; 7] = [
@@ -59,6 +59,7 @@ pub(crate) fn answer(
     shared: &Shared,
     fields: &Map<String, Value>,
     body: &Value,
+    project: &str,
     request_id: Option<String>,
 ) -> Answer {
     let trace_id = match check(fields) {
@@ -85,6 +86,7 @@ pub(crate) fn answer(
             body: body.clone(),
             stored_at: None,
         },
+        project: project.to_owned(),
         spans: spans.map_or(0, Vec::len),
         storable: !has_nul(fields, spans),
     })
@@ -97,11 +99,16 @@ fn has_nul(fields: &Map<String, Value>, spans: Option<&Vec<Value>>) -> bool {
             .iter()
             .any(|name| map.get(*name).is_some_and(contains_nul))
     };
-    in_fields(fields, &TRACE_TEXT)
-        || spans.into_iter().flatten().any(|span| {
-            span.as_object()
-                .is_some_and(|span| in_fields(span, &SPAN_TEXT))
-        })
+    in_fields(fields, &TRACE_TEXT) || spans.into_iter().flatten().any(span_has_nul)
+}
+
+/// Whether a U+0000 is in a field of the span that the server keeps.
+pub(crate) fn span_has_nul(span: &Value) -> bool {
+    span.as_object().is_some_and(|span| {
+        SPAN_TEXT
+            .iter()
+            .any(|name| span.get(*name).is_some_and(contains_nul))
+    })
 }
 
 /// Validates a trace; `Ok` carries its `trace_id` when it has one.
@@ -138,7 +145,15 @@ fn check(map: &Map<String, Value>) -> Result<Option<Uuid>, Vec<FieldError>> {
         }
         Some(Value::Array(spans)) => {
             for (i, span) in spans.iter().enumerate() {
-                check_span(&mut errors, span, i);
+                let at = format!("spans[{i}]");
+                let prefix = format!("{at}.");
+                check_span(
+                    &mut errors,
+                    span,
+                    &at,
+                    prefix,
+                    "Input should be a valid dictionary",
+                );
             }
         }
         Some(_) => errors.add("spans", "Input should be a valid list"),
@@ -146,12 +161,20 @@ fn check(map: &Map<String, Value>) -> Result<Option<Uuid>, Vec<FieldError>> {
     errors.finish(trace_id)
 }
 
-fn check_span(errors: &mut Errors, span: &Value, i: usize) {
+/// Validates one span: `at` names it in errors when it is not an object (with
+/// `not_object`), `prefix` is put before the names of its fields.
+pub(crate) fn check_span(
+    errors: &mut Errors,
+    span: &Value,
+    at: &str,
+    prefix: String,
+    not_object: &str,
+) {
     let Value::Object(map) = span else {
-        errors.add(format!("spans[{i}]"), "Input should be a valid dictionary");
+        errors.add(at, not_object);
         return;
     };
-    let fields = Fields::new(map, format!("spans[{i}]."));
+    let fields = Fields::new(map, prefix);
     fields.uuid(errors, "span_id", false);
     fields.uuid(errors, "parent_span_id", true);
     fields.string(errors, "name", 1, NAME_MAX_CHARS);

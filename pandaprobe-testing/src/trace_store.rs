@@ -3,7 +3,8 @@
 //!
 //! Nothing runs in the background: when a trace is accepted its stored-at instant is computed
 //! from the queue (the earliest free worker), and [`TraceStore::settle`] turns due traces into
-//! stored ones whenever someone looks.
+//! stored ones whenever someone looks. Every storable submission is a job of its own: each
+//! one's upsert is applied when its worker finishes, the first one also makes the trace stored.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -48,9 +49,23 @@ pub(crate) struct TraceStore {
     time: StoreTime,
     workers: Vec<Worker>,
     fates: HashMap<Uuid, Fate>,
-    /// Pending traces by due instant; entries superseded by an earlier instant stay behind
-    /// and are skipped when they come up.
-    due: BinaryHeap<Reverse<(Instant, Uuid)>>,
+    /// Pending jobs by due instant.
+    due: BinaryHeap<Reverse<(Instant, JobId, Uuid)>>,
+    next_job: JobId,
+}
+
+/// Names one storable submission of a trace.
+pub(crate) type JobId = u64;
+
+/// What became of a submission.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Job {
+    /// Done when accepted (zero store time): apply it now.
+    Now,
+    /// Done later: [`TraceStore::settle`] reports it.
+    Later(JobId),
+    /// Never done (a NUL character, or a job past the end of time).
+    Never,
 }
 
 impl TraceStore {
@@ -61,6 +76,7 @@ impl TraceStore {
             workers: vec![Worker::Idle; workers.max(1)],
             fates: HashMap::new(),
             due: BinaryHeap::new(),
+            next_job: 0,
         }
     }
 
@@ -69,12 +85,23 @@ impl TraceStore {
     /// unstores it, and a pending one is stored when the earliest of its submissions is.
     ///
     /// Call [`settle`](Self::settle) with the same `now` first.
-    pub(crate) fn accept(&mut self, trace_id: Uuid, spans: usize, storable: bool, now: Instant) {
+    pub(crate) fn accept(
+        &mut self,
+        trace_id: Uuid,
+        spans: usize,
+        storable: bool,
+        now: Instant,
+    ) -> Job {
         let done = self.occupy_worker(spans, now);
-        let new = match done {
-            Some(at) if storable && at <= now => Fate::Stored(at),
-            Some(at) if storable => Fate::Pending(at),
-            _ => Fate::Never,
+        let (new, job) = match done {
+            Some(at) if storable && at <= now => (Fate::Stored(at), Job::Now),
+            Some(at) if storable => {
+                let id = self.next_job;
+                self.next_job += 1;
+                self.due.push(Reverse((at, id, trace_id)));
+                (Fate::Pending(at), Job::Later(id))
+            }
+            _ => (Fate::Never, Job::Never),
         };
         let fate = self.fates.entry(trace_id).or_insert(Fate::Never);
         let better = match (*fate, new) {
@@ -84,10 +111,8 @@ impl TraceStore {
         };
         if better {
             *fate = new;
-            if let Fate::Pending(at) = new {
-                self.due.push(Reverse((at, trace_id)));
-            }
         }
+        job
     }
 
     /// Give the job to the worker free first; when it will be done.
@@ -107,19 +132,22 @@ impl TraceStore {
         done
     }
 
-    /// Mark every trace due by `now` as stored, telling `on_stored` about each.
-    pub(crate) fn settle(&mut self, now: Instant, mut on_stored: impl FnMut(Uuid)) {
-        while let Some(Reverse((at, trace_id))) = self.due.peek().copied() {
+    /// Finish every job due by `now`, in order, telling `on_done` about each: the trace, the
+    /// job, and whether this job made the trace stored.
+    pub(crate) fn settle(&mut self, now: Instant, mut on_done: impl FnMut(Uuid, JobId, bool)) {
+        while let Some(Reverse((at, job, trace_id))) = self.due.peek().copied() {
             if at > now {
                 break;
             }
             self.due.pop();
+            let mut first = false;
             if let Some(fate) = self.fates.get_mut(&trace_id) {
-                if *fate == Fate::Pending(at) {
+                if matches!(*fate, Fate::Pending(_)) {
                     *fate = Fate::Stored(at);
-                    on_stored(trace_id);
+                    first = true;
                 }
             }
+            on_done(trace_id, job, first);
         }
     }
 
@@ -133,7 +161,7 @@ impl TraceStore {
 
     /// The next instant a pending trace may become stored.
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        self.due.peek().map(|Reverse((at, _))| *at)
+        self.due.peek().map(|Reverse((at, _, _))| *at)
     }
 }
 
@@ -162,7 +190,11 @@ mod tests {
 
     fn stored_by(store: &mut TraceStore, now: Instant) -> Vec<Uuid> {
         let mut out = Vec::new();
-        store.settle(now, |id| out.push(id));
+        store.settle(now, |id, _, first| {
+            if first {
+                out.push(id);
+            }
+        });
         out
     }
 
@@ -188,7 +220,7 @@ mod tests {
         s.accept(id(3), 0, true, t0 + ms(10)); // waits for worker 2
         s.accept(id(4), 0, true, t0 + ms(10)); // then the same worker again
         let when = |s: &mut TraceStore, n| {
-            s.settle(t0 + Duration::from_secs(60), |_| {});
+            s.settle(t0 + Duration::from_secs(60), |_, _, _| {});
             s.stored_at(&id(n)).map(|at| at - t0)
         };
         assert_eq!(when(&mut s, 1), Some(ms(6020)));
@@ -203,7 +235,7 @@ mod tests {
         let t0 = Instant::now();
         s.accept(id(1), 0, true, t0);
         s.accept(id(2), 0, true, t0 + Duration::from_secs(1));
-        s.settle(t0 + Duration::from_secs(2), |_| {});
+        s.settle(t0 + Duration::from_secs(2), |_, _, _| {});
         assert_eq!(s.stored_at(&id(2)), Some(t0 + ms(1020)));
     }
 
@@ -282,6 +314,26 @@ mod tests {
             "stale entry skipped"
         );
         assert_eq!(s.stored_at(&id(1)), Some(t0 + ms(15)));
+    }
+
+    #[test]
+    fn every_submission_is_a_job_reported_when_done() {
+        let mut s = TraceStore::new(
+            StoreTime {
+                base: ms(100),
+                per_span: Duration::ZERO,
+            },
+            1,
+        );
+        let t0 = Instant::now();
+        assert_eq!(s.accept(id(1), 0, true, t0), Job::Later(0));
+        assert_eq!(s.accept(id(1), 0, false, t0), Job::Never);
+        assert_eq!(s.accept(id(1), 0, true, t0), Job::Later(1));
+        let mut done = Vec::new();
+        s.settle(t0 + ms(1000), |trace, job, first| {
+            done.push((trace, job, first))
+        });
+        assert_eq!(done, [(id(1), 0, true), (id(1), 1, false)]);
     }
 
     #[test]

@@ -7,9 +7,12 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use pandaprobe_testing::{
-    Fault, TestServer, HOSTED_SCORES_PER_MINUTE, HOSTED_TRACES_PER_MINUTE, SCORES_PATH, TRACES_PATH,
+    spans_path, trace_path, Fault, TestServer, DEFAULT_PATH_REQUESTS_PER_MINUTE,
+    HOSTED_SCORES_PER_MINUTE, HOSTED_TRACES_PER_MINUTE, SCORES_PATH, SPANS_PATH_TEMPLATE,
+    TRACES_PATH, TRACE_PATH_TEMPLATE,
 };
 use serde_json::json;
+use uuid::Uuid;
 
 const MINUTE: Duration = Duration::from_secs(60);
 
@@ -242,4 +245,95 @@ fn no_rate_limits_removes_the_defaults() {
         .map(|_| Call::new(SCORES_PATH, score_body().to_string()))
         .collect();
     assert!(statuses(&server, &calls).iter().all(|s| *s == 201));
+}
+
+#[test]
+fn each_trace_id_has_its_own_window_on_get_and_on_spans() {
+    assert_eq!(DEFAULT_PATH_REQUESTS_PER_MINUTE, 200);
+    let server = TestServer::start().expect("start");
+    let (one_id, other_id) = (Uuid::from_u128(1), Uuid::from_u128(2));
+    let path = trace_path(one_id);
+    let gets: Vec<Call<'_>> = (0..200).map(|_| Call::get(&path)).collect();
+    assert_eq!(statuses(&server, &gets), vec![404; 200]);
+    let refused = one(&server, Call::get(&path));
+    assert_eq!(
+        (refused.status, refused.json()),
+        (
+            429,
+            json!({"error": "Rate limit exceeded: 200 per 1 minute"})
+        )
+    );
+    assert_eq!(refused.header("retry-after"), None);
+    // The method is not part of the scope: a PUT of the same path is refused too.
+    let put = one(&server, Call::get(&path).method(reqwest::Method::PUT));
+    assert_eq!(put.status, 429);
+
+    // Nothing else shares that window.
+    assert_eq!(one(&server, Call::get(&trace_path(other_id))).status, 404);
+    let spans = json!([{"name": "s", "started_at": "2026-11-29T03:27:52Z"}]).to_string();
+    assert_eq!(
+        one(&server, Call::new(&spans_path(one_id), spans)).status,
+        404
+    );
+    assert_eq!(one(&server, Call::new(SCORES_PATH, "[]")).status, 422);
+    assert_eq!(
+        one(&server, Call::new(TRACES_PATH, trace_body().to_string())).status,
+        202
+    );
+    assert_eq!(server.status_count(429), 2);
+}
+
+#[test]
+fn the_spans_path_counts_every_request_before_validation() {
+    let server = TestServer::builder()
+        .lenient()
+        .rate_limit(SPANS_PATH_TEMPLATE, 2, MINUTE)
+        .start()
+        .expect("start");
+    let path = spans_path(Uuid::from_u128(1));
+    let calls = [
+        Call::new(&path, "[]"),
+        Call::new(&path, "[]").header("X-API-Key", "sk_pp_wrong"),
+        Call::new(&path, "[]"),
+        Call::new(&path, "[]").omit("X-API-Key"),
+    ];
+    // Invalid and unauthorised requests count; each key (and no key) has its own window.
+    assert_eq!(statuses(&server, &calls), [422, 401, 422, 401]);
+    assert_eq!(one(&server, Call::new(&path, "[]")).status, 429);
+    assert_eq!(
+        one(&server, Call::new(&spans_path(Uuid::from_u128(2)), "[]")).status,
+        422
+    );
+    assert_eq!(
+        one(&server, Call::get(&trace_path(Uuid::from_u128(1)))).status,
+        404
+    );
+}
+
+#[test]
+fn template_limits_are_set_and_cleared_like_the_others() {
+    let path = trace_path(Uuid::from_u128(1));
+    let three: Vec<Call<'_>> = (0..3).map(|_| Call::get(&path)).collect();
+    let limited = TestServer::builder()
+        .rate_limit(TRACE_PATH_TEMPLATE, 2, MINUTE)
+        .start()
+        .expect("start");
+    assert_eq!(statuses(&limited, &three), [404, 404, 429]);
+    assert_eq!(
+        one(&limited, Call::get(&path)).json(),
+        json!({"error": "Rate limit exceeded: 2 per 1 minute"})
+    );
+    for server in [
+        TestServer::builder()
+            .no_rate_limits()
+            .start()
+            .expect("start"),
+        TestServer::builder().lenient().start().expect("start"),
+    ] {
+        let many: Vec<Call<'_>> = (0..201).map(|_| Call::get(&path)).collect();
+        assert!(statuses(&server, &many).iter().all(|s| *s == 404));
+        let spans = spans_path(Uuid::from_u128(1));
+        let many: Vec<Call<'_>> = (0..201).map(|_| Call::new(&spans, "[]")).collect();
+        assert!(statuses(&server, &many).iter().all(|s| *s == 422));
+    }
 }

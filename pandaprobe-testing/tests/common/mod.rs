@@ -48,6 +48,7 @@ impl Reply {
 
 /// A request with the usual headers, minus `omit`, plus `extra`.
 pub struct Call<'a> {
+    method: reqwest::Method,
     path: &'a str,
     body: String,
     omit: Vec<&'a str>,
@@ -57,11 +58,22 @@ pub struct Call<'a> {
 impl<'a> Call<'a> {
     pub fn new(path: &'a str, body: impl Into<String>) -> Self {
         Call {
+            method: reqwest::Method::POST,
             path,
             body: body.into(),
             omit: Vec::new(),
             extra: Vec::new(),
         }
+    }
+
+    /// A `GET` with no body.
+    pub fn get(path: &'a str) -> Self {
+        Call::new(path, "").method(reqwest::Method::GET)
+    }
+
+    pub fn method(mut self, method: reqwest::Method) -> Self {
+        self.method = method;
+        self
     }
 
     pub fn omit(mut self, name: &'a str) -> Self {
@@ -89,7 +101,7 @@ impl<'a> Call<'a> {
         url: &str,
         api_key: &str,
     ) -> Result<Reply, reqwest::Error> {
-        let mut request = client.post(format!("{url}{}", self.path));
+        let mut request = client.request(self.method.clone(), format!("{url}{}", self.path));
         let defaults = [
             ("X-API-Key", api_key),
             ("X-Project-Name", PROJECT),
