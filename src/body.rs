@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::error::ScoreError;
 use crate::score::Score;
-use crate::trace::{SpanData, TraceData};
+use crate::trace::{SpanData, TraceData, MAX_SPANS_PER_REQUEST};
 
 /// Longest trace or span name the server takes.
 const MAX_NAME_CHARS: usize = 512;
@@ -125,8 +125,9 @@ struct SpanBody<'a> {
     cost: Option<&'a serde_json::Value>,
 }
 
-/// The body of `POST /traces`: the trace with its spans, cut to the server's limits, with the
-/// client's environment and release.
+/// The body of `POST /traces`: the trace with its first [`MAX_SPANS_PER_REQUEST`] spans, cut
+/// to the server's limits, with the client's environment and release. The rest go in
+/// [`spans_bodies`].
 pub(crate) fn trace_body(
     trace: &TraceData,
     environment: Option<&str>,
@@ -146,9 +147,32 @@ pub(crate) fn trace_body(
         environment: environment.map(id),
         release: release.map(id),
         tags: &trace.tags,
-        spans: trace.spans.iter().map(span_body).collect(),
+        spans: trace
+            .spans
+            .iter()
+            .take(MAX_SPANS_PER_REQUEST)
+            .map(span_body)
+            .collect(),
     };
     serde_json::to_vec(&body).unwrap_or_default()
+}
+
+/// The bodies of `POST /traces/{id}/spans` for the spans past the first request's, at most
+/// [`MAX_SPANS_PER_REQUEST`] each, with how many spans each carries.
+pub(crate) fn spans_bodies(trace: &TraceData) -> Vec<(Vec<u8>, usize)> {
+    trace
+        .spans
+        .get(MAX_SPANS_PER_REQUEST..)
+        .unwrap_or_default()
+        .chunks(MAX_SPANS_PER_REQUEST)
+        .map(|chunk| (spans_body(chunk), chunk.len()))
+        .collect()
+}
+
+/// A JSON array of spans, as `POST /traces/{id}/spans` takes them.
+pub(crate) fn spans_body(spans: &[SpanData]) -> Vec<u8> {
+    let spans: Vec<SpanBody<'_>> = spans.iter().map(span_body).collect();
+    serde_json::to_vec(&spans).unwrap_or_default()
 }
 
 fn span_body(span: &SpanData) -> SpanBody<'_> {

@@ -71,6 +71,17 @@ impl Charge {
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
     }
+
+    /// Moves up to `bytes` of this charge into a charge of its own, given back when that one
+    /// is dropped: a record sent in parts frees each part's share when the part is done.
+    pub(crate) fn split_off(&mut self, bytes: usize) -> Charge {
+        let bytes = bytes.min(self.bytes);
+        self.bytes -= bytes;
+        Charge {
+            budget: self.budget.clone(),
+            bytes,
+        }
+    }
 }
 
 impl Drop for Charge {
@@ -96,6 +107,20 @@ mod tests {
         drop(a);
         assert_eq!(budget.used(), 40);
         drop(b);
+        assert_eq!(budget.used(), 0);
+    }
+
+    #[test]
+    fn a_split_charge_gives_each_part_back_on_its_own() {
+        let budget = Budget::new(100);
+        let mut whole = budget.try_charge(60).expect("fits");
+        let part = whole.split_off(25);
+        let too_much = whole.split_off(1000);
+        assert_eq!((whole.bytes(), part.bytes(), too_much.bytes()), (0, 25, 35));
+        drop(part);
+        assert_eq!(budget.used(), 35);
+        drop(too_much);
+        drop(whole);
         assert_eq!(budget.used(), 0);
     }
 

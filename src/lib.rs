@@ -107,7 +107,7 @@ pub use score::{IntoTraceId, ParseScoreDataTypeError, Score, ScoreDataType};
 pub use stats::{Dropped, RecordStats, Stats};
 pub use text::Text;
 pub use trace::{
-    Span, SpanKind, SpanStatus, Trace, TraceBuilder, TraceStatus, MAX_SPANS_PER_TRACE,
+    Span, SpanKind, SpanStatus, Trace, TraceBuilder, TraceStatus, MAX_SPANS_PER_REQUEST,
 };
 #[cfg(feature = "tracing-layer")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tracing-layer")))]

@@ -301,14 +301,8 @@ impl Producer {
 
     /// Queues an ended trace with the scores that wait for it. It has no error to return, so
     /// a refusal goes to the drop hook, for the trace and each of its scores.
-    pub(crate) fn trace_ended(
-        &self,
-        mut trace: EndedTrace,
-        spans_over_limit: u64,
-        nul_replaced: u64,
-    ) {
+    pub(crate) fn trace_ended(&self, mut trace: EndedTrace, nul_replaced: u64) {
         let counters = &self.shared.counters;
-        counters.spans_dropped(spans_over_limit);
         counters.nul_replaced(nul_replaced);
         let limit = self.shared.config.max_record_bytes;
         let cut = cut_trace(&mut trace.data, limit);

@@ -54,6 +54,8 @@ pub(crate) struct Counters {
     scores: KindCounters,
     traces: KindCounters,
     requests: AtomicU64,
+    probes: AtomicU64,
+    spans_added: AtomicU64,
     spans_dropped: AtomicU64,
     nul_replaced: AtomicU64,
     fields_cut: AtomicU64,
@@ -96,6 +98,14 @@ impl Counters {
         self.requests.fetch_add(1, Ordering::Relaxed);
     }
 
+    pub(crate) fn probe(&self) {
+        self.probes.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn spans_added(&self, n: u64) {
+        self.spans_added.fetch_add(n, Ordering::Relaxed);
+    }
+
     pub(crate) fn spans_dropped(&self, n: u64) {
         self.spans_dropped.fetch_add(n, Ordering::Relaxed);
     }
@@ -135,6 +145,8 @@ impl Counters {
             scores: snapshot_kind(&self.scores, worker),
             traces: snapshot_kind(&self.traces, worker),
             requests: self.requests.load(Ordering::Relaxed),
+            probes: self.probes.load(Ordering::Relaxed),
+            spans_added: self.spans_added.load(Ordering::Relaxed),
             spans_dropped: self.spans_dropped.load(Ordering::Relaxed),
             nul_replaced: self.nul_replaced.load(Ordering::Relaxed),
             fields_cut: self.fields_cut.load(Ordering::Relaxed),
@@ -200,10 +212,16 @@ pub struct Stats {
     pub scores: RecordStats,
     /// Traces (each with its spans).
     pub traces: RecordStats,
-    /// HTTP requests sent, first attempts and retries, scores and traces.
+    /// HTTP requests sent for records, first attempts and retries: scores, traces and the
+    /// spans added to traces. Readiness probes are counted apart.
     pub requests: u64,
-    /// Spans left out of traces that had more than the server's 500 (see
-    /// [`Trace`](crate::Trace)).
+    /// Readiness probes sent: questions to the server whether a trace is stored yet, so that
+    /// its scores (and spans past the first 500) wait for it without being refused.
+    pub probes: u64,
+    /// Spans delivered in requests of their own, after their trace's first 500.
+    pub spans_added: u64,
+    /// Spans past a trace's first 500 whose request was dropped (its trace was, or the
+    /// retries ran out), each logged.
     pub spans_dropped: u64,
     /// NUL characters replaced by U+FFFD in traces when they ended: the server answers 202 for
     /// a trace containing one and then never stores it.
@@ -225,6 +243,8 @@ impl fmt::Display for Stats {
             self.scores, self.traces, self.requests
         )?;
         for (n, what) in [
+            (self.probes, "readiness probes"),
+            (self.spans_added, "spans added"),
             (self.spans_dropped, "spans dropped"),
             (self.nul_replaced, "NUL characters replaced"),
             (self.fields_cut, "fields cut to fit max_record_bytes"),

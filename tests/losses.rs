@@ -9,12 +9,14 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::Duration;
 
-use common::{assert_accounted, client_for, faithful_server, lenient_server, logs, Drops, WAIT};
+use common::{
+    assert_accounted, client_for, faithful_server, lenient_server, logs, wait_until, Drops, WAIT,
+};
 use pandaprobe::{
     Client, DropReason, FlushError, QueueFullPolicy, RecordKind, Score, ScoreError, SpanKind,
     TraceStatus, Uuid,
 };
-use pandaprobe_testing::{Fault, TestServer, SCORES_PATH};
+use pandaprobe_testing::{Fault, TestServer, SCORES_PATH, TRACES_PATH};
 use serde_json::json;
 
 /// Scores `n` records named `{prefix}{i}` for `trace_id`.
@@ -317,7 +319,7 @@ fn a_used_up_quota_drops_traces_at_once_without_pausing_anything() {
     let trace_requests = server
         .requests()
         .iter()
-        .filter(|r| r.path != SCORES_PATH)
+        .filter(|r| r.path == TRACES_PATH)
         .count();
     assert_eq!(trace_requests, 5, "one request each: no retry can help");
     assert_eq!(drops.events().len(), 6);
@@ -425,16 +427,21 @@ fn scores_of_a_trace_that_is_never_stored_are_dropped_with_it_not_retried_foreve
         ),
         "{flushed:?}"
     );
-    let answered_500 = server.status_count(500);
-    assert!(
-        answered_500 <= 6,
-        "probes only, not three scores each: {answered_500}"
-    );
+    let score_requests = server
+        .requests()
+        .iter()
+        .filter(|r| r.path == SCORES_PATH)
+        .count();
+    assert_eq!(score_requests, 0, "the server never said it was stored");
+    assert!(client.stats().probes >= 3, "{}", client.stats());
     let events = drops.events();
     assert_eq!(events.len(), 3);
-    assert!(events
-        .iter()
-        .all(|e| e.trace_id() == id && e.status() == Some(500)));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.trace_id() == id && e.status() == Some(404)),
+        "the probes' 404: {events:#?}"
+    );
     let with_trace = events
         .iter()
         .filter(|e| {
@@ -442,8 +449,45 @@ fn scores_of_a_trace_that_is_never_stored_are_dropped_with_it_not_retried_foreve
                 .is_some_and(|m| m.contains("trace was not stored"))
         })
         .count();
-    assert_eq!(
-        with_trace, 2,
-        "the two that waited with the probe say why: {events:#?}"
+    assert_eq!(with_trace, 3, "each says why: {events:#?}");
+}
+
+#[test]
+fn spans_past_500_that_the_server_refuses_are_counted_and_logged_and_the_rest_delivered() {
+    let logs = logs(); // installed before anything is logged
+    let server = lenient_server();
+    // Refuse the requests that add more than one span (a probe re-posts one).
+    server.set_responder(|req| {
+        let many = req.path.ends_with("/spans")
+            && serde_json::from_slice::<serde_json::Value>(&req.body)
+                .ok()
+                .and_then(|v| v.as_array().map(Vec::len))
+                .is_some_and(|n| n > 1);
+        many.then_some(Fault::Status(422))
+    });
+    let client = client_for(&server).build().expect("client");
+    let trace = client.start_trace("too-long");
+    let id = trace.trace_id();
+    for i in 0..1200 {
+        trace.span(format!("s{i}"), SpanKind::Tool).end();
+    }
+    trace.end();
+    client
+        .score(Score::numeric(id, "kept", 0.5))
+        .expect("queued");
+    client
+        .flush(WAIT)
+        .expect("the trace and its score were delivered");
+    let stats = client.stats();
+    assert_eq!(stats.spans_dropped, 700, "{stats}");
+    assert_eq!(stats.spans_added, 0);
+    assert_eq!(stats.traces.sent, 1);
+    assert_eq!(stats.scores.sent, 1);
+    assert_eq!(server.score_count(), 1);
+    assert!(
+        wait_until(WAIT, || !logs
+            .lines_with(&["WARN", "span(s) past the trace's first 500 were dropped"])
+            .is_empty()),
+        "logged"
     );
 }

@@ -147,6 +147,49 @@ fn three_clients_sharing_a_key_waste_little() {
     );
 }
 
+/// The first window at a small scale (25 per 5 s), where a burst before the limit is known
+/// would be a large share of every window: `n` scores from `clients` clients sharing a key.
+fn small_window(clients: usize, n: usize) -> Run {
+    let window = Duration::from_secs(5);
+    let server = Arc::new(
+        TestServer::builder()
+            .lenient()
+            .rate_limit(SCORES_PATH, 25, window)
+            .start()
+            .expect("test server"),
+    );
+    let handles: Vec<_> = (0..clients)
+        .map(|i| {
+            let client = client_for(&server).build().expect("client");
+            let share = n / clients + usize::from(i < n % clients);
+            thread::spawn(move || {
+                score_n(&client, share);
+                client.flush(12 * window)
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().expect("thread").expect("all delivered");
+    }
+    Run::of(&server)
+}
+
+#[test]
+fn a_small_window_costs_one_client_almost_nothing_from_the_start() {
+    let run = small_window(1, 100);
+    eprintln!("25 per 5 s, one client: {run}");
+    assert_eq!(run.delivered, 100);
+    assert!(run.requests_per_score() <= 1.05, "{run}");
+}
+
+#[test]
+fn a_small_window_shared_by_three_clients_costs_little() {
+    let run = small_window(3, 100);
+    eprintln!("25 per 5 s, three clients: {run}");
+    assert_eq!(run.delivered, 100);
+    assert!(run.requests_per_score() <= 1.15, "{run}");
+}
+
 #[test]
 fn the_configured_limit_means_no_429_at_all() {
     let window = Duration::from_secs(1);
@@ -178,15 +221,18 @@ fn answers_of_500_count_in_the_window_like_the_real_limiter_counts_them() {
         .scores_rate_limit(LIMIT, window)
         .build()
         .expect("client");
-    let trace = client.start_trace("slow to store");
+    // Another process sent the trace, so this client does not know to wait for it.
+    let other = client_for(&server).build().expect("client");
+    let trace = other.start_trace("slow to store");
     trace.end();
+    other.flush(WAIT).expect("trace accepted");
     for i in 0..LIMIT {
         client
             .score(Score::numeric(trace.trace_id(), format!("s{i}"), 0.5))
             .expect("queued");
     }
     client.flush(WAIT).expect("all delivered");
-    assert!(server.status_count(500) >= 1, "the first probe came early");
+    assert!(server.status_count(500) >= 1, "the first scores came early");
     assert_eq!(server.status_count(429), 0);
     assert_eq!(server.score_count(), LIMIT as usize);
 }

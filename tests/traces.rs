@@ -14,9 +14,7 @@ use std::fmt;
 use std::time::{Duration, SystemTime};
 
 use common::{assert_accounted, assert_all_sent, client_for, lenient_server, WAIT};
-use pandaprobe::{
-    Client, Score, SpanKind, SpanStatus, Stats, Trace, TraceStatus, Uuid, MAX_SPANS_PER_TRACE,
-};
+use pandaprobe::{Client, Score, SpanKind, SpanStatus, Stats, Trace, TraceStatus, Uuid};
 use pandaprobe_testing::{ReceivedRequest, TestServer, SCORES_PATH, TRACES_PATH};
 use serde::de::{Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
@@ -821,44 +819,62 @@ async fn a_trace_clone_crosses_await_points_in_tokio_tasks() {
 // ---------------------------------------------------------------------------------------------
 
 #[test]
-fn more_than_500_spans_sends_exactly_500_and_counts_the_rest() {
-    let server = lenient_server();
+fn a_trace_of_1800_spans_arrives_whole_with_its_scores() {
+    // The contract's storage and rate limits: 500 spans go with the trace, the rest in
+    // requests of at most 500 once the server says it is stored.
+    let server = TestServer::builder()
+        .trace_store_time(Duration::from_millis(20), Duration::from_millis(2))
+        .span_write_time(Duration::from_micros(200))
+        .start()
+        .expect("test server");
     let client = client_for(&server).build().expect("client");
-    let extra = 23;
-    let trace = client.start_trace("many-spans");
+    let trace = client.start_trace("long-agent");
+    let id = trace.trace_id();
     let root = trace.span("root", SpanKind::Agent);
-    let mut first_ids = Vec::new();
-    for i in 0..(MAX_SPANS_PER_TRACE - 1 + extra) {
-        let span = root.span(format!("s{i}"), SpanKind::Tool);
-        // Setters on a span left out are harmless.
-        span.set_model("m");
-        if first_ids.len() < MAX_SPANS_PER_TRACE - 1 {
-            first_ids.push(span.span_id());
-        }
+    let mut parents = HashMap::new();
+    parents.insert(root.span_id(), None);
+    for name in ["plan", "review"] {
+        let span = root.span(name, SpanKind::Llm);
+        parents.insert(span.span_id(), Some(root.span_id()));
         span.end();
     }
+    // Each step's children nest under it, so parents sit in other requests than their spans.
+    for step in 0..599 {
+        let call = root.span(format!("step {step}"), SpanKind::Chain);
+        parents.insert(call.span_id(), Some(root.span_id()));
+        for tool in ["search", "read"] {
+            let child = call.span(tool, SpanKind::Tool);
+            parents.insert(child.span_id(), Some(call.span_id()));
+            child.end();
+        }
+        call.end();
+    }
     root.end();
+    assert_eq!(parents.len(), 1800);
     trace.end();
-    client.flush(WAIT).expect("flush");
+    for name in ["relevance", "helpfulness", "safety"] {
+        client.score(Score::numeric(id, name, 0.5)).expect("queued");
+    }
+    client.flush(Duration::from_secs(60)).expect("flush");
 
-    assert_eq!(server.status_count(422), 0, "the server rejected nothing");
-    let (_, body) = only_trace_request(&server);
-    let spans = body["spans"].as_array().expect("spans");
-    assert_eq!(spans.len(), MAX_SPANS_PER_TRACE, "exactly the limit");
-    let sent_ids: Vec<Uuid> = spans[1..]
-        .iter()
-        .map(|s| assert_uuid(&s["span_id"], "span_id"))
-        .collect();
-    assert_eq!(sent_ids, first_ids, "the first spans are kept, in order");
+    let stored = server.stored_trace(id).expect("stored");
+    let spans = stored["spans"].as_array().expect("spans");
+    let mut seen = HashMap::new();
+    for span in spans {
+        let span_id = assert_uuid(&span["span_id"], "span_id");
+        let parent = span["parent_span_id"]
+            .as_str()
+            .map(|p| p.parse().expect("uuid"));
+        assert!(seen.insert(span_id, parent).is_none(), "{span_id} twice");
+    }
+    assert_eq!(seen, parents, "every span once, with its parent");
+    assert_eq!(server.score_count(), 3);
+    assert_eq!(server.status_count(500), 0, "no score before its trace");
     let stats = client.stats();
-    assert_eq!(stats.spans_dropped, extra as u64);
-    assert!(
-        stats
-            .to_string()
-            .contains(&format!("spans dropped {extra}")),
-        "{stats}"
-    );
-    assert_sent(&stats, 1, 0);
+    assert_eq!(stats.spans_added, 1300);
+    assert_eq!(stats.spans_dropped, 0);
+    assert_sent(&stats, 1, 3);
+    assert_eq!(server.status_count(422), 0, "the server rejected nothing");
 }
 
 #[test]

@@ -92,6 +92,22 @@ impl Config {
             .strip_suffix("/traces")
             .unwrap_or(self.traces_url.as_str())
     }
+
+    /// `{base}/traces/{id}` followed by `more` segments (`spans`), or `None` if the base
+    /// cannot take a path (never for an endpoint `resolve` accepted).
+    pub(crate) fn trace_url(&self, trace_id: uuid::Uuid, more: &[&str]) -> Option<Url> {
+        let mut url = self.traces_url.clone();
+        {
+            let mut path = url.path_segments_mut().ok()?;
+            path.pop_if_empty().push(
+                trace_id
+                    .hyphenated()
+                    .encode_lower(&mut uuid::Uuid::encode_buffer()),
+            );
+            path.extend(more);
+        }
+        Some(url)
+    }
 }
 
 /// Checks a builder's settings and resolves them into the configuration the client runs on.
@@ -442,6 +458,11 @@ mod tests {
             .into_config()
             .unwrap();
         assert_eq!(c.traces_url.as_str(), "https://h/base/traces");
+        let id = uuid::Uuid::nil();
+        assert_eq!(
+            c.trace_url(id, &["spans"]).map(String::from).as_deref(),
+            Some("https://h/base/traces/00000000-0000-0000-0000-000000000000/spans")
+        );
     }
 
     #[test]

@@ -8,8 +8,9 @@ use uuid::Uuid;
 use crate::budget::Charge;
 use crate::score::Score;
 
-/// The most spans the server takes in one trace; later spans are left out and counted.
-pub const MAX_SPANS_PER_TRACE: usize = 500;
+/// The most spans the server takes in one request. A trace may have any number: the first
+/// this many go with the trace, the rest in requests of this many once it is stored.
+pub const MAX_SPANS_PER_REQUEST: usize = 500;
 
 /// A trace's status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -21,14 +21,12 @@ use crate::error::ScoreError;
 use crate::score::Score;
 
 pub(crate) use data::{as_object, not_null, EndedTrace, SpanData, TraceData};
-pub use data::{SpanKind, SpanStatus, TraceStatus, MAX_SPANS_PER_TRACE};
+pub use data::{SpanKind, SpanStatus, TraceStatus, MAX_SPANS_PER_REQUEST};
 pub use span::Span;
 
 /// A trace until it ends.
 struct OpenTrace {
     data: TraceData,
-    /// Spans left out because the trace already had [`MAX_SPANS_PER_TRACE`].
-    spans_over_limit: u64,
     /// Scores made through the trace, validated, counted and charged, sent after it.
     scores: Vec<(Score, Charge)>,
 }
@@ -59,14 +57,10 @@ impl TraceShared {
         }
     }
 
-    /// Adds a span unless the trace has ended or is full; returns its position.
+    /// Adds a span unless the trace has ended; returns its position.
     pub(crate) fn add_span(&self, span: SpanData) -> Option<usize> {
         let mut guard = self.lock();
         let open = guard.as_mut()?;
-        if open.data.spans.len() >= MAX_SPANS_PER_TRACE {
-            open.spans_over_limit += 1;
-            return None;
-        }
         open.data.spans.push(span);
         Some(open.data.spans.len() - 1)
     }
@@ -93,7 +87,6 @@ impl TraceShared {
                     data: open.data,
                     scores: open.scores,
                 },
-                open.spans_over_limit,
                 nul_replaced,
             );
         }
@@ -215,7 +208,6 @@ impl TraceBuilder {
         }
         let open = self.client.is_enabled().then_some(OpenTrace {
             data,
-            spans_over_limit: 0,
             scores: Vec::new(),
         });
         let shared = Arc::new(TraceShared {
@@ -248,8 +240,7 @@ impl Drop for EndOnDrop {
 ///
 /// Limits, applied when the trace is sent, so that the server never rejects it: names are cut
 /// to 512 characters (an empty name becomes `"unnamed"`), session id, user id, environment,
-/// release and model to 255; spans beyond [`MAX_SPANS_PER_TRACE`] are left out, logged and
-/// counted in [`Stats::spans_dropped`](crate::Stats::spans_dropped); NUL characters, which the
+/// release and model to 255; NUL characters, which the
 /// server cannot store, become U+FFFD, counted in [`Stats::nul_replaced`](crate::Stats::nul_replaced).
 ///
 /// ```

@@ -39,19 +39,22 @@ impl Worker {
         self.in_flight.clear();
         let mut dropped = 0;
         let under_way: Vec<Job> = self.sending.drain().map(|(_, job)| job).collect();
+        self.probes.clear();
+        // Spans added to a trace count as spans, not as records.
         for job in under_way {
+            dropped += u64::from(job.chunk == 0);
             self.finish(job, Some(in_flight), now);
-            dropped += 1;
         }
         let mut in_hand: Vec<Job> = self.scores.drain().chain(self.traces.drain()).collect();
+        in_hand.extend(self.spans.drain());
         in_hand.extend(self.retries.drain());
         for job in in_hand {
+            dropped += u64::from(job.chunk == 0);
             self.finish(job, Some(reason), now);
-            dropped += 1;
         }
         for job in self.gate.drain() {
+            dropped += u64::from(job.chunk == 0);
             self.settle(job, Some(reason), now);
-            dropped += 1;
         }
         while let Ok(record) = self.records.try_recv() {
             for event in record_events(record, reason) {

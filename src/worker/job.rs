@@ -7,7 +7,6 @@ use tokio::time::Instant;
 use uuid::Uuid;
 
 use super::retry::RetryState;
-use super::trace_gate::Probe;
 use super::transport::Attempt;
 use crate::budget::Charge;
 use crate::drop_event::{DropEvent, DropReason, RecordKind};
@@ -25,10 +24,9 @@ pub(super) struct Job {
     /// The same on every attempt, so a server log can tie retries together.
     pub(super) request_id: HeaderValue,
     pub(super) retry: RetryState,
-    /// A trace's spans, for the storage model.
-    pub(super) spans: usize,
-    /// Set while a score goes as the probe of its trace.
-    pub(super) probe: Option<Probe>,
+    /// For the spans of a trace past its first request's (`POST /traces/{id}/spans`): how
+    /// many; 0 for a trace or a score.
+    pub(super) chunk: usize,
     pub(super) sent_at: Instant,
     /// The last answer's status and message, for drop reports.
     pub(super) last_status: Option<u16>,
@@ -48,22 +46,15 @@ impl Job {
         charge: Charge,
         now: Instant,
     ) -> Job {
-        let request_id = HeaderValue::from_str(
-            Uuid::new_v4()
-                .hyphenated()
-                .encode_lower(&mut Uuid::encode_buffer()),
-        )
-        .unwrap_or_else(|_| HeaderValue::from_static("invalid"));
         Job {
             kind,
             seq,
             trace_id,
             name,
             body: Bytes::from(body),
-            request_id,
+            request_id: request_id(),
             retry: RetryState::default(),
-            spans: 0,
-            probe: None,
+            chunk: 0,
             sent_at: now,
             last_status: None,
             last_message: None,
@@ -81,4 +72,14 @@ impl Job {
         DropEvent::new(self.kind, reason, self.trace_id, self.name.as_str())
             .with_answer(self.last_status, self.last_message.clone())
     }
+}
+
+/// A new `X-Request-Id`, so that a server log can tie a request's attempts together.
+pub(super) fn request_id() -> HeaderValue {
+    HeaderValue::from_str(
+        Uuid::new_v4()
+            .hyphenated()
+            .encode_lower(&mut Uuid::encode_buffer()),
+    )
+    .unwrap_or_else(|_| HeaderValue::from_static("invalid"))
 }

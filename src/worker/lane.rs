@@ -1,6 +1,6 @@
 //! One endpoint's records ready to go, its requests under way, and its rate-limit window.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use tokio::time::Instant;
 
@@ -8,7 +8,8 @@ use super::rate_window::{Answer, RateWindow};
 
 pub(crate) struct Lane<J> {
     ready: VecDeque<J>,
-    in_flight: usize,
+    /// When each request under way was sent (how many at each instant).
+    in_flight: BTreeMap<Instant, usize>,
     window: RateWindow,
 }
 
@@ -16,7 +17,7 @@ impl<J> Lane<J> {
     pub(crate) fn new(window: RateWindow) -> Lane<J> {
         Lane {
             ready: VecDeque::new(),
-            in_flight: 0,
+            in_flight: BTreeMap::new(),
             window,
         }
     }
@@ -32,29 +33,57 @@ impl<J> Lane<J> {
 
     /// The next record to send now, if one is ready and the window lets it go.
     pub(crate) fn next(&mut self, now: Instant) -> Option<J> {
-        if self.ready.is_empty() || !self.window.may_send(now, self.in_flight) {
+        if self.ready.is_empty() || !self.window.may_send(now, self.moving(now)) {
             return None;
         }
         let job = self.ready.pop_front()?;
         self.window.on_send(now);
-        self.in_flight += 1;
+        *self.in_flight.entry(now).or_insert(0) += 1;
         Some(job)
+    }
+
+    /// Requests under way that are not stuck: a request unanswered far longer than the round
+    /// trip (a server that hangs) must not hold the line's slow start or its one-at-a-time
+    /// tail forever; the request timeout ends it.
+    fn moving(&self, now: Instant) -> usize {
+        let stuck_before = now.checked_sub(self.window.stuck_after());
+        match stuck_before {
+            Some(at) => self.in_flight.range(at..).map(|(_, n)| n).sum(),
+            None => self.in_flight.values().sum(),
+        }
     }
 
     /// A request of this lane, sent at `sent_at`, is over.
     pub(crate) fn finished(&mut self, now: Instant, sent_at: Instant, answer: Answer) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+        if let Some(n) = self.in_flight.get_mut(&sent_at) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&sent_at);
+            }
+        }
         self.window.on_answer(now, sent_at, answer);
     }
 
     /// When the lane wants the worker to look again: the end of a pause, if records wait.
     pub(crate) fn wake_at(&self) -> Option<Instant> {
-        self.window.wake_at().filter(|_| !self.ready.is_empty())
+        if self.ready.is_empty() {
+            return None;
+        }
+        // Or when the oldest request under way counts as stuck, which may free a slot.
+        let stuck = self
+            .in_flight
+            .keys()
+            .next()
+            .map(|sent| *sent + self.window.stuck_after());
+        match (self.window.wake_at(), stuck) {
+            (Some(closed), _) => Some(closed),
+            (None, stuck) => stuck,
+        }
     }
 
     #[cfg(test)]
     fn in_flight(&self) -> usize {
-        self.in_flight
+        self.in_flight.values().sum()
     }
 
     /// Every record still waiting to be sent (at shutdown).

@@ -1,7 +1,7 @@
 //! Where every loss is seen: each drop is counted, handed to the user's hook, and logged at
 //! most once per reason every ten seconds, with the count and one example (trace id, name,
 //! status, the server's message). Losses counted on the callers' side (a full queue, NUL
-//! characters replaced, spans over the limit) are logged here too, from their counters.
+//! characters replaced, fields cut) are logged here too, from their counters.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,8 +18,8 @@ const LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub(crate) struct Losses {
     shared: Arc<Shared>,
     limiter: LogLimiter,
-    /// Caller-side counters as last logged: queue full, NUL replaced, spans dropped.
-    logged: [u64; 5],
+    /// Caller-side counters as last logged: queue full, NUL replaced, out of bytes, cut.
+    logged: [u64; 4],
 }
 
 impl Losses {
@@ -27,7 +27,22 @@ impl Losses {
         Losses {
             shared,
             limiter: LogLimiter::new(LOG_INTERVAL),
-            logged: [0; 5],
+            logged: [0; 4],
+        }
+    }
+
+    /// Counts and logs the spans of one request that adds them to a trace, dropped. They are
+    /// part of a trace record that was delivered, so they have no drop event of their own:
+    /// [`Stats::spans_dropped`](crate::Stats::spans_dropped) counts them.
+    pub(crate) fn spans_dropped(&mut self, event: &DropEvent, spans: usize, now: Instant) {
+        self.shared.counters.spans_dropped(spans as u64);
+        if let Some(also) = self.limiter.admit("spans", now) {
+            let trace_id = event.trace_id();
+            tracing::warn!(
+                target: "pandaprobe", %trace_id,
+                "{spans} span(s) past the trace's first 500 were dropped (and {also} more \
+                 requests since the last report): {event}"
+            );
         }
     }
 
@@ -77,21 +92,19 @@ impl Losses {
     }
 
     /// Logs what the callers' side counted since the last report: records refused because the
-    /// queue was full, NUL characters replaced in traces, spans beyond the limit. `force` logs
+    /// queue was full, NUL characters replaced in traces, fields cut. `force` logs
     /// regardless of the interval (at shutdown).
     pub(crate) fn report_counters(&mut self, now: Instant, force: bool) {
         let stats = self.shared.counters.snapshot();
         let totals = [
             self.shared.counters.queue_full_total(),
             stats.nul_replaced,
-            stats.spans_dropped,
             stats.scores.dropped.queue_bytes_full + stats.traces.dropped.queue_bytes_full,
             stats.fields_cut,
         ];
         let keys = [
             "queue_full",
             "nul_replaced",
-            "spans_dropped",
             "queue_bytes_full",
             "fields_cut",
         ];
@@ -114,10 +127,6 @@ impl Losses {
                      store them, and would silently lose the whole trace"
                 ),
                 2 => tracing::warn!(
-                    target: "pandaprobe",
-                    "left out {new} span(s) of traces that had more than the server's 500"
-                ),
-                3 => tracing::warn!(
                     target: "pandaprobe",
                     "dropped {new} record(s) because the byte budget was full \
                      (max_queue_bytes = {}, {} held now); the server is slow or away, or \

@@ -2,7 +2,8 @@
 //! its own thread and runtime (`thread`). Every rule lives in a part it calls:
 //!
 //! - `wake`: when to look at the queue; `job`: a record in hand;
-//! - `trace_gate` (with `storage_model`): scores held until their trace is stored;
+//! - `trace_gate` (with `readiness`): scores and added spans held until the server says their
+//!   trace is stored;
 //! - `lane` (with `rate_window`): each endpoint's line and its rate limit;
 //! - `retry` (with `retry_queue`): what an answer means, and when to try again;
 //! - `flush_barrier`, `waiters`: what flush and shutdown wait for, and their deadlines;
@@ -17,9 +18,9 @@ mod log_limiter;
 mod losses;
 mod outcome;
 mod rate_window;
+mod readiness;
 mod retry;
 mod retry_queue;
-mod storage_model;
 mod thread;
 mod trace_gate;
 mod transport;
@@ -42,13 +43,14 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::body::{score_body, trace_body};
+use crate::body::{score_body, spans_bodies, trace_body};
 use crate::budget::Charge;
 use crate::config::Config;
 use crate::drop_event::{DropEvent, DropReason, RecordKind};
 use crate::producer::{Control, Shared};
 use crate::record::{Notice, Record};
 use crate::score::Score;
+use crate::text::Text;
 use flush_barrier::FlushBarrier;
 use job::Job;
 use lane::Lane;
@@ -87,6 +89,34 @@ const OPEN_TRACE_HOLD: Duration = Duration::from_secs(3600);
 /// One request under way: it hands back its job's key and what the attempt produced.
 type Sending = Pin<Box<dyn Future<Output = (u64, Attempt)> + Send>>;
 
+/// The request lines, each with its own rate-limit window: scores, traces, and spans added
+/// to stored traces.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Route {
+    Score,
+    Trace,
+    Spans,
+}
+
+impl Route {
+    fn of(job: &Job) -> Route {
+        match job.kind {
+            _ if job.chunk > 0 => Route::Spans,
+            RecordKind::Score => Route::Score,
+            RecordKind::Trace => Route::Trace,
+        }
+    }
+
+    /// The line whose turn comes after this one.
+    fn next(self) -> Route {
+        match self {
+            Route::Trace => Route::Score,
+            Route::Score => Route::Spans,
+            Route::Spans => Route::Trace,
+        }
+    }
+}
+
 enum Event {
     Control(Option<Control>),
     Done(u64, Attempt),
@@ -104,10 +134,13 @@ struct Worker {
     policy: RetryPolicy,
     scores: Lane<Job>,
     traces: Lane<Job>,
+    spans: Lane<Job>,
     retries: RetryQueue<Job>,
     gate: TraceGate<Job>,
     /// Jobs whose request is under way, by key; their futures hold only copies of the bytes.
     sending: HashMap<u64, Job>,
+    /// Readiness probes under way, by key: the trace each asks about.
+    probes: HashMap<u64, Uuid>,
     in_flight: FuturesUnordered<Sending>,
     next_key: u64,
     barrier: FlushBarrier,
@@ -117,7 +150,7 @@ struct Worker {
     /// Jobs in hand outside the trace gate; bounded by `window`.
     active: usize,
     /// The lane whose turn it is to send.
-    next_lane: RecordKind,
+    next_lane: Route,
     window: usize,
     next_tick: Instant,
     /// Set when a turn's intake stopped at its bound with records still queued: the loop looks
@@ -142,17 +175,19 @@ impl Worker {
                 config.max_retry_after,
             ))
         };
-        let (scores, traces) = (
+        let (scores, traces, spans) = (
             lane(config.scores_rate_limit),
             lane(config.traces_rate_limit),
+            lane(None),
         );
         let policy = RetryPolicy::new(config);
-        let gate = TraceGate::new(config.max_queue_size, now);
+        let gate = TraceGate::new(config.max_queue_size, config.retry_max_elapsed);
         let poller = Poller::new(config.flush_interval, now);
         let (window, next_tick) = (window(config), now + config.flush_interval);
         Worker {
             scores,
             traces,
+            spans,
             policy,
             gate,
             poller,
@@ -167,12 +202,13 @@ impl Worker {
             transport,
             retries: RetryQueue::default(),
             sending: HashMap::new(),
+            probes: HashMap::new(),
             in_flight: FuturesUnordered::new(),
             next_key: 0,
             barrier: FlushBarrier::default(),
             waiters: Waiters::default(),
             active: 0,
-            next_lane: RecordKind::Trace,
+            next_lane: Route::Trace,
             more_to_take: false,
         }
     }
@@ -229,11 +265,18 @@ impl Worker {
         self.shared.counters.mark_worker_stopped();
     }
 
-    fn lane(&mut self, kind: RecordKind) -> &mut Lane<Job> {
-        match kind {
-            RecordKind::Score => &mut self.scores,
-            RecordKind::Trace => &mut self.traces,
+    fn lane(&mut self, route: Route) -> &mut Lane<Job> {
+        match route {
+            Route::Score => &mut self.scores,
+            Route::Trace => &mut self.traces,
+            Route::Spans => &mut self.spans,
         }
+    }
+
+    /// A job released by the trace gate goes to its line, in hand again.
+    fn release(&mut self, job: Job) {
+        self.lane(Route::of(&job)).push(job);
+        self.active += 1;
     }
 
     /// Takes records off the queue while there is room for them, after the notices: a trace
@@ -279,7 +322,7 @@ impl Worker {
                         self.admit(job);
                     }
                 }
-                Record::Trace(trace, charge) => {
+                Record::Trace(trace, mut charge) => {
                     bytes += charge.bytes();
                     let ended = *trace;
                     let (data, scores) = (ended.data, ended.scores);
@@ -289,8 +332,38 @@ impl Worker {
                         config.environment.as_deref(),
                         config.release.as_deref(),
                     );
-                    let name = data.name.into();
-                    let mut job = Job::new(
+                    let probe = readiness::probe_for(&data, body.len());
+                    let name: Text = data.name.as_str().into();
+                    // Spans past the first request's wait, like the scores, for the trace to
+                    // be stored; each part frees its share of the budget when it is done.
+                    let mut held = Vec::new();
+                    for (part, spans) in spans_bodies(&data) {
+                        let share = charge.split_off(part.len());
+                        let mut job = Job::new(
+                            RecordKind::Trace,
+                            seq,
+                            data.trace_id,
+                            name.clone(),
+                            part,
+                            share,
+                            now,
+                        );
+                        job.chunk = spans;
+                        self.barrier.open(seq);
+                        held.push(job);
+                    }
+                    held.extend(
+                        scores
+                            .into_iter()
+                            .filter_map(|(s, charge)| self.score_job(seq, s, charge, now)),
+                    );
+                    // Scores that waited while it was open: flushes wait for them from now on.
+                    for job in self.gate.take_open(data.trace_id) {
+                        self.barrier.open(job.seq);
+                        held.push(job);
+                    }
+                    self.gate.trace_queued(data.trace_id, held, probe);
+                    let job = Job::new(
                         RecordKind::Trace,
                         seq,
                         data.trace_id,
@@ -299,17 +372,6 @@ impl Worker {
                         charge,
                         now,
                     );
-                    job.spans = data.spans.len();
-                    let mut held: Vec<Job> = scores
-                        .into_iter()
-                        .filter_map(|(s, charge)| self.score_job(seq, s, charge, now))
-                        .collect();
-                    // Scores that waited while it was open: flushes wait for them from now on.
-                    for job in self.gate.take_open(data.trace_id) {
-                        self.barrier.open(job.seq);
-                        held.push(job);
-                    }
-                    self.gate.trace_queued(data.trace_id, held);
                     self.barrier.open(seq);
                     self.traces.push(job);
                     self.active += 1;
@@ -362,29 +424,15 @@ impl Worker {
         }
     }
 
-    /// Retries whose time has come, probes of traces that can be stored by now, and, near
-    /// shutdown's deadline, a probe for each trace the model has stored only after it.
+    /// Retries whose time has come, and the scores of traces left open too long.
     fn release_due(&mut self, now: Instant) {
         while let Some(job) = self.retries.pop_due(now) {
-            self.lane(job.kind).push(job);
+            self.lane(Route::of(&job)).push(job);
         }
-        let mut released = self.gate.due(now);
-        if let Some(deadline) = self.waiters.last_chance(now) {
-            let probes = self.gate.last_chance(deadline).into_iter();
-            released.extend(probes.map(|(job, probe)| (job, Some(probe))));
-        }
-        for (mut job, probe) in released {
-            job.probe = probe;
-            match probe {
-                // A probe's answer releases the scores waiting with it: first in line.
-                Some(_) => self.scores.push_front(job),
-                // A trace left open too long: its scores go, and flushes wait for them again.
-                None => {
-                    self.barrier.open(job.seq);
-                    self.scores.push(job);
-                }
-            }
-            self.active += 1;
+        for job in self.gate.due_open(now) {
+            // Flushes wait for them again.
+            self.barrier.open(job.seq);
+            self.release(job);
         }
     }
 
@@ -403,18 +451,17 @@ impl Worker {
         }
     }
 
-    /// Starts requests while there is room in flight, taking from the two endpoints in turn,
-    /// across calls too, so that neither can starve the other when slots free one at a time.
+    /// Starts requests while there is room in flight: readiness probes first (they are few,
+    /// small, and what they release waits on them), then the three lines in turn, across calls
+    /// too, so that none can starve another when slots free one at a time.
     fn dispatch(&mut self, now: Instant) {
         let max = self.shared.config.max_in_flight;
+        self.start_probes(now, max.saturating_sub(self.in_flight.len()));
         let mut idle_lanes = 0;
-        while idle_lanes < 2 && self.in_flight.len() < max {
-            let kind = self.next_lane;
-            self.next_lane = match kind {
-                RecordKind::Trace => RecordKind::Score,
-                _ => RecordKind::Trace,
-            };
-            match self.lane(kind).next(now) {
+        while idle_lanes < 3 && self.in_flight.len() < max {
+            let route = self.next_lane;
+            self.next_lane = route.next();
+            match self.lane(route).next(now) {
                 Some(job) => {
                     self.start(job, now);
                     idle_lanes = 0;
@@ -426,16 +473,35 @@ impl Worker {
 
     fn start(&mut self, mut job: Job, now: Instant) {
         job.sent_at = now;
-        let url = match job.kind {
-            RecordKind::Score => self.shared.config.scores_url.clone(),
-            RecordKind::Trace => self.shared.config.traces_url.clone(),
+        let config = &self.shared.config;
+        let url = match Route::of(&job) {
+            Route::Score => Some(config.scores_url.clone()),
+            Route::Trace => Some(config.traces_url.clone()),
+            Route::Spans => config.trace_url(job.trace_id, &["spans"]),
+        };
+        let Some(url) = url else {
+            // Never for an endpoint the builder accepted; should it happen, it is counted.
+            self.finish(job, Some(DropReason::Rejected), now);
+            return;
         };
         let client = self.transport.client(job.retry.fresh_connection());
         let (body, request_id) = (job.body.clone(), job.request_id.clone());
+        let key = self.launch(client, url, Some(body), request_id);
+        self.sending.insert(key, job);
+        self.shared.counters.request();
+    }
+
+    /// Puts one request under way; returns its key.
+    fn launch(
+        &mut self,
+        client: reqwest::Client,
+        url: reqwest::Url,
+        body: Option<bytes::Bytes>,
+        request_id: reqwest::header::HeaderValue,
+    ) -> u64 {
         let redactor = self.transport.redactor.clone();
         let key = self.next_key;
         self.next_key += 1;
-        self.sending.insert(key, job);
         self.in_flight.push(Box::pin(async move {
             // The transport does not panic; should it ever, the record is retried, not lost.
             let attempt =
@@ -448,7 +514,7 @@ impl Worker {
                     });
             (key, attempt)
         }));
-        self.shared.counters.request();
+        key
     }
 
     fn drained(&self) -> bool {
@@ -461,8 +527,9 @@ impl Worker {
             self.retries.next_due(),
             self.scores.wake_at(),
             self.traces.wake_at(),
+            self.spans.wake_at(),
             self.gate.next_due(),
-            self.waiters.next_deadline(now),
+            self.waiters.next_deadline(),
         ]
         .into_iter()
         .flatten()

@@ -1,6 +1,6 @@
 //! What the worker does with each answer: the retry policy's verdict applied to the record,
-//! its lane (the rate-limit window learns), the trace gate (a trace accepted, a probe's
-//! result), and the counting of its outcome.
+//! its lane (the rate-limit window learns), the trace gate (a trace accepted or dropped), and
+//! the counting of its outcome. Readiness probes' answers go to `readiness`.
 
 use tokio::time::Instant;
 
@@ -8,29 +8,35 @@ use super::job::Job;
 use super::rate_window::Answer;
 use super::retry::Verdict;
 use super::transport::{named_limit, Attempt};
-use super::Worker;
-use crate::drop_event::{DropReason, RecordKind};
+use super::{Route, Worker};
+use crate::drop_event::DropReason;
 
 impl Worker {
     pub(super) fn on_done(&mut self, key: u64, attempt: Attempt, now: Instant) {
+        if let Some(trace_id) = self.probes.remove(&key) {
+            self.on_probe_done(trace_id, &attempt, now);
+            return;
+        }
         let Some(mut job) = self.sending.remove(&key) else {
             return;
         };
         job.note(&attempt);
         let pooled = !job.retry.fresh_connection();
-        let verdict = self
-            .policy
-            .decide(&mut job.retry, &attempt, job.probe.is_some(), now);
+        let spans = job.chunk > 0;
+        let verdict = self.policy.decide(&mut job.retry, &attempt, spans, now);
+        let route = Route::of(&job);
         let answer = match &verdict {
             Verdict::Delivered => Answer::Admitted,
+            // Answers of the handler: the limiter let them through.
             _ if attempt.status() == Some(500) => Answer::Admitted,
+            _ if spans && attempt.status() == Some(404) => Answer::Admitted,
             Verdict::RateLimited { retry_after } => Answer::RateLimited {
                 retry_after: *retry_after,
                 named: named_limit(attempt.message()),
             },
             _ => Answer::Other,
         };
-        self.lane(job.kind).finished(now, job.sent_at, answer);
+        self.lane(route).finished(now, job.sent_at, answer);
         if pooled && attempt.status() == Some(500) {
             // The server closed that connection without saying so: keep the pool off it.
             self.transport.renew_pool();
@@ -38,14 +44,8 @@ impl Worker {
         self.log_attempt(&job, &attempt, &verdict);
         match verdict {
             Verdict::Delivered => {
-                if job.kind == RecordKind::Trace {
-                    self.gate.trace_accepted(job.trace_id, job.spans, now);
-                }
-                if let Some(probe) = job.probe {
-                    for sibling in self.gate.probe_delivered(job.trace_id, probe, now) {
-                        self.scores.push(sibling);
-                        self.active += 1;
-                    }
+                if route == Route::Trace {
+                    self.gate.trace_accepted(job.trace_id, now);
                 }
                 self.finish(job, None, now);
             }
@@ -56,19 +56,7 @@ impl Worker {
             }
             Verdict::RateLimited { .. } => {
                 self.shared.counters.retried(job.kind, false);
-                self.lane(job.kind).push_front(job);
-            }
-            Verdict::TraceNotStored => {
-                self.shared.counters.retried(job.kind, false);
-                let trace_id = job.trace_id;
-                match job.probe.take() {
-                    Some(probe) => {
-                        self.active -= 1;
-                        self.gate.probe_not_stored(trace_id, job, probe, now);
-                    }
-                    // Only probes wait for their trace; should that change, retry anyway.
-                    None => self.retries.push(now, job),
-                }
+                self.lane(route).push_front(job);
             }
         }
     }
@@ -84,13 +72,10 @@ impl Worker {
         }
     }
 
-    /// Drops a job in hand. A trace takes the scores waiting for it along; a probe that gave
-    /// up waiting for its trace takes its siblings, any other lets them go on their own.
+    /// Drops a job in hand. A trace takes what waits for it along: its scores and its spans
+    /// past the first request's.
     fn drop_job(&mut self, job: Job, reason: DropReason, now: Instant) {
-        let gave_up_on_trace = job.probe.is_some()
-            && reason == DropReason::RetriesExhausted
-            && job.last_status == Some(500);
-        if job.kind == RecordKind::Trace || gave_up_on_trace {
+        if Route::of(&job) == Route::Trace {
             for mut held in self.gate.trace_dropped(job.trace_id) {
                 held.last_status = job.last_status;
                 held.last_message = Some(format!(
@@ -98,11 +83,6 @@ impl Worker {
                     job.last_message.as_deref().unwrap_or_default()
                 ));
                 self.settle(held, Some(reason), now);
-            }
-        } else if job.probe.is_some() {
-            for sibling in self.gate.trace_dropped(job.trace_id) {
-                self.scores.push(sibling);
-                self.active += 1;
             }
         }
         self.finish(job, Some(reason), now);
@@ -114,10 +94,16 @@ impl Worker {
         self.active -= 1;
     }
 
-    /// Counts a job's outcome (in hand or held by the gate).
+    /// Counts a job's outcome (in hand or held by the gate). Spans added to a trace are part of
+    /// the trace's record: they are counted as spans, not as a record of their own.
     pub(super) fn settle(&mut self, job: Job, dropped: Option<DropReason>, now: Instant) {
         match dropped {
+            None if job.chunk > 0 => self.shared.counters.spans_added(job.chunk as u64),
             None => self.shared.counters.sent(job.kind),
+            Some(reason) if job.chunk > 0 => {
+                self.losses
+                    .spans_dropped(&job.drop_event(reason), job.chunk, now);
+            }
             Some(reason) => {
                 self.waiters.dropped(job.seq, reason);
                 self.losses.dropped(&job.drop_event(reason), now);

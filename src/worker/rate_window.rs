@@ -13,13 +13,21 @@
 //!   `limit` requests per window and never meets a 429 on its own;
 //! - when a 429 came before this client reached the limit, others share the key: from then on
 //!   the tail of each window is sent one request at a time, so each client wastes about one
-//!   request per window instead of a whole burst.
+//!   request per window instead of a whole burst;
+//! - before any limit is known, few requests go at once (a slow start: two, one more every 50
+//!   admitted), since every request in flight when the first 429 comes is wasted;
+//! - a probe that meets a closed window (others share the key and opened it) waits a whole
+//!   window: it then ends for sure, and probing it again and again only wastes requests.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use crate::config::RateLimit;
+
+/// Requests at once before any limit is known, and how many admitted answers add one more.
+const SLOW_START: u32 = 2;
+const GROW_EVERY: u32 = 50;
 
 /// Bounds on the round trip kept for the end-of-window guard.
 const MIN_RTT: Duration = Duration::from_millis(1);
@@ -71,7 +79,8 @@ pub(crate) struct RateWindow {
     /// Successes in the last window a 429 closed before this client reached the limit:
     /// others use the key too.
     share: Option<u32>,
-    failed_probes: u32,
+    /// Answers admitted while no limit was known, for the slow start.
+    admitted_unknown: u32,
     rtt: Duration,
 }
 
@@ -89,7 +98,7 @@ impl RateWindow {
             sent: 0,
             admitted: 0,
             share: None,
-            failed_probes: 0,
+            admitted_unknown: 0,
             rtt: MIN_RTT,
         }
     }
@@ -106,7 +115,8 @@ impl RateWindow {
             return !sent;
         }
         let Some(limit) = self.limit else {
-            return true;
+            let allowed = SLOW_START.saturating_add(self.admitted_unknown / GROW_EVERY);
+            return in_flight < allowed as usize;
         };
         let Some(opened_by) = self.opened_by else {
             // A known limit and no window yet: the first request opens one, alone.
@@ -166,6 +176,9 @@ impl RateWindow {
                 self.limit = Some(named);
             }
         }
+        if answer == Answer::Admitted && self.limit.is_none() {
+            self.admitted_unknown = self.admitted_unknown.saturating_add(1);
+        }
         if self.began_at.is_some_and(|began| sent_at < began) {
             return; // from an earlier window: tells nothing of this one
         }
@@ -174,7 +187,6 @@ impl RateWindow {
                 self.state = State::Open;
                 self.opened_by = Some(now);
                 self.admitted = 1;
-                self.failed_probes = 0;
                 self.unknown_pause = self.first_pause;
             }
             (Answer::Admitted, _) => {
@@ -192,7 +204,6 @@ impl RateWindow {
                 }
             }
             (Answer::RateLimited { retry_after, .. }, State::Probing { sent: true }) => {
-                self.failed_probes += 1;
                 let until = now + self.reprobe_wait(retry_after);
                 self.state = State::Closed { until };
             }
@@ -230,23 +241,28 @@ impl RateWindow {
         }
     }
 
-    /// The wait after a probe met a closed window: a 32nd of the window, doubling per failed
-    /// probe, at most a quarter of it.
+    /// The wait after a probe met a closed window: it opened at most a window ago (others
+    /// opened it), so it has ended a window from now.
     fn reprobe_wait(&mut self, retry_after: Option<Duration>) -> Duration {
         if let Some(wait) = retry_after {
             return wait.min(self.cap);
         }
-        let Some(limit) = self.limit else {
-            return self.next_unknown_pause();
-        };
-        let doublings = self.failed_probes.saturating_sub(1).min(3);
-        (limit.window / 32 * (1 << doublings)).min(self.cap)
+        match self.limit {
+            Some(limit) => limit.window.min(self.cap),
+            None => self.next_unknown_pause(),
+        }
     }
 
     fn next_unknown_pause(&mut self) -> Duration {
         let pause = self.unknown_pause.min(self.cap);
         self.unknown_pause = (self.unknown_pause * 2).min(self.cap);
         pause
+    }
+
+    /// How long a request may go unanswered before it counts as stuck, not as in flight:
+    /// four round trips, at least 250 ms.
+    pub(crate) fn stuck_after(&self) -> Duration {
+        (self.rtt * 4).max(Duration::from_millis(250))
     }
 
     /// When the path wants to be looked at again, if it is closed.
@@ -287,7 +303,7 @@ mod tests {
     fn a_429_closes_at_once_and_in_flight_successes_do_not_reopen() {
         let t0 = Instant::now();
         let mut w = RateWindow::new(None, 100 * MS, CAP);
-        assert_eq!(burst(&mut w, t0, 8).len(), 8, "nothing known: send freely");
+        assert_eq!(burst(&mut w, t0, 8).len(), 2, "nothing known: a slow start");
         w.on_answer(t0 + MS, t0, Answer::Admitted);
         w.on_answer(t0 + 2 * MS, t0, limited(1));
         assert!(!w.may_send(t0 + 2 * MS, 6));
@@ -360,24 +376,42 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_probe_looks_again_soon_growing_to_a_quarter_window() {
+    fn a_probe_that_meets_a_closed_window_waits_a_whole_window() {
         let t0 = Instant::now();
         let mut w = RateWindow::new(None, 100 * MS, CAP);
         burst(&mut w, t0, 1);
-        // The very first request met a window others had filled: when it opened is unknown.
+        // The very first request met a window others had filled: when it opened is unknown,
+        // but it ends within a window.
         w.on_answer(t0 + MS, t0, limited(10));
         let mut at = w.wake_at().expect("closed");
-        assert_eq!(at, t0 + MS + SECOND / 32);
-        let mut waits = Vec::new();
-        for _ in 0..5 {
-            assert_eq!(burst(&mut w, at, 5).len(), 1);
+        assert_eq!(at, t0 + MS + SECOND);
+        for _ in 0..3 {
+            assert_eq!(burst(&mut w, at, 5).len(), 1, "one probe");
             w.on_answer(at, at, limited(10));
             let next = w.wake_at().expect("closed");
-            waits.push(next - at);
+            assert_eq!(next - at, SECOND);
             at = next;
         }
-        let w32 = SECOND / 32;
-        assert_eq!(waits, [w32, w32 * 2, w32 * 4, w32 * 8, w32 * 8]);
+    }
+
+    #[test]
+    fn before_a_limit_is_known_few_go_at_once_and_more_as_answers_are_admitted() {
+        let t0 = Instant::now();
+        let mut w = RateWindow::new(None, 100 * MS, CAP);
+        assert_eq!(burst(&mut w, t0, 64).len(), SLOW_START as usize);
+        for _ in 0..GROW_EVERY {
+            w.on_send(t0);
+            w.on_answer(t0, t0, Answer::Admitted);
+        }
+        assert_eq!(burst(&mut w, t0, 64).len(), SLOW_START as usize + 1);
+        for _ in 0..GROW_EVERY * 70 {
+            w.on_answer(t0, t0, Answer::Admitted);
+        }
+        assert_eq!(
+            burst(&mut w, t0, 64).len(),
+            64,
+            "an unlimited server: no bound left"
+        );
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The one place that decides what an attempt's result means for its record: delivered,
-//! dropped (and why), retried (and when), or held back by the rate limit or by its trace.
+//! dropped (and why), retried (and when), or held back by the rate limit.
 //! The only file that names the `backoff` crate, so that it can be replaced here alone.
 
 use std::time::Duration;
@@ -26,9 +26,6 @@ pub(crate) enum Verdict {
     RateLimited {
         retry_after: Option<Duration>,
     },
-    /// A 500 for a score whose trace this client sent and the server has not stored yet: the
-    /// trace gate decides when.
-    TraceNotStored,
 }
 
 /// A record's retry state, carried with it.
@@ -77,12 +74,13 @@ impl RetryPolicy {
     }
 
     /// Decides what `attempt` means for a record in `state`, and updates the state.
-    /// `awaiting_trace`: the record is a score probing whether its trace is stored yet.
+    /// `spans`: the record adds spans to a trace, and a 404 means its trace is not stored
+    /// (yet): retried like a 500, not final.
     pub(crate) fn decide(
         &self,
         state: &mut RetryState,
         attempt: &Attempt,
-        awaiting_trace: bool,
+        spans: bool,
         now: Instant,
     ) -> Verdict {
         state.attempts += 1;
@@ -100,6 +98,7 @@ impl RetryPolicy {
             // The account's quota, not the rate limiter: nothing helps before it resets.
             Some(429) if detail => return Verdict::Drop(DropReason::QuotaExceeded),
             Some(408 | 429 | 500 | 502 | 503 | 504) | None => {}
+            Some(404) if spans => {}
             Some(_) => return Verdict::Drop(DropReason::Rejected),
         }
         let first_failure = *state.first_failure.get_or_insert(now);
@@ -109,11 +108,9 @@ impl RetryPolicy {
         // The server closes the connection after a 500 (without saying so), and a broken
         // connection is broken: the retry must not reuse a pooled socket.
         state.fresh_connection |= matches!(status, Some(500) | None);
-        match status {
+        if status == Some(429) {
             // "Not now", not "failed": bounded by the retry time, not the count.
-            Some(429) => return Verdict::RateLimited { retry_after },
-            Some(500) if awaiting_trace => return Verdict::TraceNotStored,
-            _ => {}
+            return Verdict::RateLimited { retry_after };
         }
         if state.backoff_retries >= self.max_retries {
             return Verdict::Drop(DropReason::RetriesExhausted);
@@ -223,7 +220,7 @@ mod tests {
     }
 
     #[test]
-    fn retries_are_counted_and_rate_limits_and_trace_waits_are_not() {
+    fn retries_are_counted_and_rate_limits_are_not() {
         let (p, now) = (policy(2), Instant::now());
         let mut state = RetryState::default();
         let e500 = answered(500);
@@ -237,13 +234,9 @@ mod tests {
                 p.decide(&mut state, &answered(429), false, now),
                 Verdict::RateLimited { .. }
             ));
-            assert_eq!(
-                p.decide(&mut state, &e500, true, now),
-                Verdict::TraceNotStored
-            );
         }
-        // Eleven attempts, but only one backoff retry of the budget of 2 is used.
-        assert_eq!(state.attempts(), 11);
+        // Six attempts, but only one backoff retry of the budget of 2 is used.
+        assert_eq!(state.attempts(), 6);
         assert!(matches!(
             p.decide(&mut state, &e500, false, now),
             Verdict::RetryAt { .. }
@@ -251,6 +244,21 @@ mod tests {
         assert_eq!(
             p.decide(&mut state, &e500, false, now),
             Verdict::Drop(DropReason::RetriesExhausted)
+        );
+    }
+
+    #[test]
+    fn a_404_for_added_spans_is_retried_and_final_for_anything_else() {
+        let (p, now) = (policy(3), Instant::now());
+        let mut state = RetryState::default();
+        assert!(matches!(
+            p.decide(&mut state, &answered(404), true, now),
+            Verdict::RetryAt { .. }
+        ));
+        assert!(!state.fresh_connection(), "a 404 keeps its connection");
+        assert_eq!(
+            decide(&p, &answered(404), now),
+            Verdict::Drop(DropReason::Rejected)
         );
     }
 

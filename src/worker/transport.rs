@@ -155,18 +155,21 @@ impl Transport {
     }
 }
 
-/// Sends one body and reports what happened; never fails otherwise.
+/// Sends one request (a `POST` of `body`, or a `GET` without one) and reports what happened;
+/// never fails otherwise.
 pub(crate) async fn send(
     client: reqwest::Client,
     url: Url,
-    body: Bytes,
+    body: Option<Bytes>,
     request_id: HeaderValue,
     redactor: Redactor,
 ) -> Attempt {
-    let sent = client
-        .post(url)
+    let request = match body {
+        Some(body) => client.post(url).body(body),
+        None => client.get(url),
+    };
+    let sent = request
         .header(HeaderName::from_static("x-request-id"), request_id)
-        .body(body)
         .send()
         .await;
     let mut response = match sent {

@@ -59,16 +59,6 @@ struct ShutdownState {
     replies: Vec<Reply>,
 }
 
-/// How long before shutdown's deadline held scores get their last chance (a quarter of the
-/// timeout if that is shorter): time for a probe and the scores it releases to go.
-const LAST_CHANCE: Duration = Duration::from_secs(1);
-
-impl ShutdownState {
-    fn last_chance_at(&self) -> Instant {
-        self.deadline - LAST_CHANCE.min(self.timeout.min(MAX_DURATION) / 4)
-    }
-}
-
 /// Positions of drops kept for the next flush at most; older ones are merged into one entry.
 const MAX_UNREPORTED: usize = 4096;
 
@@ -219,21 +209,10 @@ impl Waiters {
         }
     }
 
-    /// Shutdown's deadline, once its held scores are to get their last chance.
-    pub(crate) fn last_chance(&self, now: Instant) -> Option<Instant> {
-        self.shutdown
-            .as_ref()
-            .filter(|s| now >= s.last_chance_at())
-            .map(|s| s.deadline)
-    }
-
-    /// The earliest deadline the worker must wake for after `now`.
-    pub(crate) fn next_deadline(&self, now: Instant) -> Option<Instant> {
+    /// The earliest deadline the worker must wake for.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         let flushes = self.flushes.iter().map(|w| w.deadline);
-        let shutdown = self.shutdown.as_ref().into_iter().flat_map(|s| {
-            let last_chance = Some(s.last_chance_at()).filter(|at| *at > now);
-            last_chance.into_iter().chain([s.deadline])
-        });
+        let shutdown = self.shutdown.as_ref().map(|s| s.deadline);
         flushes.chain(shutdown).min()
     }
 }
@@ -243,7 +222,6 @@ mod tests {
     use super::*;
 
     const SECOND: Duration = Duration::from_secs(1);
-    const MS: Duration = Duration::from_millis(1);
 
     fn reply() -> (Reply, crossbeam_channel::Receiver<Result<(), FlushError>>) {
         let (tx, rx) = crossbeam_channel::bounded(1);
@@ -260,7 +238,7 @@ mod tests {
         barrier.open(b);
         let (tx, rx) = reply();
         w.flush(2, SECOND, tx, t0);
-        assert_eq!(w.next_deadline(t0), Some(t0 + SECOND));
+        assert_eq!(w.next_deadline(), Some(t0 + SECOND));
         w.dropped(a, DropReason::Rejected);
         barrier.close(a);
         w.dropped(7, DropReason::RetriesExhausted); // a later record: not this flush's
@@ -275,7 +253,7 @@ mod tests {
                 reason: DropReason::Rejected
             }))
         );
-        assert_eq!(w.next_deadline(t0), None);
+        assert_eq!(w.next_deadline(), None);
 
         // A drop before the flush was asked for is reported too, once.
         while barrier.taken() < 8 {
@@ -313,7 +291,7 @@ mod tests {
         barrier.open(a);
         let (tx, rx) = reply();
         w.flush(1, SECOND, tx, t0);
-        tokio::time::sleep_until(w.next_deadline(t0).expect("a deadline")).await;
+        tokio::time::sleep_until(w.next_deadline().expect("a deadline")).await;
         w.answer_flushes(&barrier, Instant::now());
         assert_eq!(
             rx.try_recv(),
@@ -355,25 +333,15 @@ mod tests {
     }
 
     #[test]
-    fn held_scores_get_their_last_chance_a_second_or_a_quarter_before_shutdown_ends() {
+    fn the_worker_wakes_for_the_earliest_deadline() {
         let t0 = Instant::now();
         let mut w = Waiters::default();
-        assert_eq!(w.last_chance(t0), None, "no shutdown, no last chance");
-        w.shutdown(10 * SECOND, None, t0);
-        assert_eq!(w.next_deadline(t0), Some(t0 + 9 * SECOND));
-        assert_eq!(w.last_chance(t0 + 8 * SECOND), None);
-        assert_eq!(w.last_chance(t0 + 9 * SECOND), Some(t0 + 10 * SECOND));
-        assert_eq!(
-            w.next_deadline(t0 + 9 * SECOND),
-            Some(t0 + 10 * SECOND),
-            "past it, the worker wakes for the deadline, it does not spin"
-        );
-        w.shutdown(2 * SECOND, None, t0);
-        assert_eq!(
-            w.next_deadline(t0),
-            Some(t0 + 1500 * MS),
-            "a quarter of 2 s"
-        );
+        assert_eq!(w.next_deadline(), None);
+        let (f, _f_rx) = reply();
+        w.flush(1, 2 * SECOND, f, t0);
+        assert_eq!(w.next_deadline(), Some(t0 + 2 * SECOND));
+        w.shutdown(SECOND, None, t0);
+        assert_eq!(w.next_deadline(), Some(t0 + SECOND));
     }
 
     #[test]

@@ -1,44 +1,62 @@
-//! Scores held for their trace. The server refuses (500) a score whose trace it has not stored
-//! yet, and stores traces a while after accepting them. So a score for a trace this client
-//! sent waits here, outside the requests being sent, until the trace can be stored: then one
-//! score goes as a probe. If it is delivered, the trace's other scores follow at once; if the
-//! server answers 500 (not stored yet), they all wait on, and the model learns the server is
-//! slower. One probe per trace, not one failure per score.
+//! What waits for a trace to be stored. The server refuses (500) a score whose trace it has
+//! not stored yet, and answers 404 to spans added to it, and it stores a trace a while after
+//! its 202: tens of milliseconds on an idle server, seconds or more on a busy one. So the
+//! scores of a trace this client sent, and the spans past the first 500, wait here, outside
+//! the requests being sent, while the worker asks the server whether the trace is stored
+//! (a readiness probe, on the trace's own rate-limit path, see `schedule`). Once it is, they
+//! all go at once; no score is sent to a trace the server has not stored.
 //!
-//! When held scores pile up (an eighth of the room), the newest trace is probed before its
-//! predicted time: if it is stored, so is everything sent before it (first come first served),
-//! and the model learns the server is faster. Memory: at most `capacity` held scores, and at
-//! most `max_entries` traces remembered without held scores.
+//! Only the oldest few traces are asked about at a time (4, up to 64 while the server is found
+//! to have stored traces at the first question: it keeps up, and the questions should too):
+//! the server stores in roughly the order it accepted, so when one is stored, the older ones
+//! are asked again at once. Memory:
+//! at most `capacity` held jobs, and at most `max_entries` traces remembered that hold none.
+
+mod schedule;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
+use bytes::Bytes;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use super::storage_model::StorageModel;
+use schedule::ProbeSchedule;
 
-mod answers;
-mod early;
-mod timers;
+/// How many of the oldest accepted traces are asked about at once, at least and at most.
+const PROBED_AT_ONCE: usize = 4;
+const MOST_PROBED_AT_ONCE: usize = 64;
 
-/// The least wait before probing a trace again after it was found not stored.
-const MIN_REPROBE: Duration = Duration::from_millis(50);
-/// How soon to look again for a trace to probe early when none is waiting.
-const EARLY_LOOK: Duration = Duration::from_millis(10);
-/// How many of the newest traces the early probe looks through: a bound on work per turn.
-const NEWEST_LOOKED_AT: usize = 64;
+/// How to ask the server whether a trace is stored, chosen by what the answers cost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ProbeRequest {
+    /// `GET /traces/{id}`: 66 B while not stored, then the whole trace once (small traces).
+    Get,
+    /// `POST /traces/{id}/spans` with one span already sent, exactly as sent: the server
+    /// upserts it unchanged and answers a few bytes, 404 until the trace is stored.
+    Span(Bytes),
+}
 
-/// Why a probe went.
+/// What a readiness probe's answer said.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Probe {
-    /// At the time the model predicted.
-    Due,
-    /// Before it, because held scores pile up.
-    Early,
-    /// Before shutdown's deadline, for a trace the model has stored only after it: without
-    /// a try, its scores are certainly lost; with one, they may go.
-    LastChance,
+pub(crate) enum Readiness {
+    Stored,
+    /// 404, a failure, or a 5xx: ask again later.
+    NotYet,
+    /// The path's rate limit: ask again after this long.
+    Paused(Duration),
+    /// An answer that no later probe will change (this server cannot say): stop waiting.
+    Unknowable,
+}
+
+/// What became of the jobs held for a trace after a probe's answer.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Released<J> {
+    /// They go now.
+    Go(Vec<J>),
+    /// The trace was not stored within the retry time: they are dropped.
+    Expired(Vec<J>),
+    Waiting,
 }
 
 enum Entry<J> {
@@ -46,70 +64,60 @@ enum Entry<J> {
     /// until the timer (a trace left open that long gets its scores sent anyway).
     Open { held: Vec<J>, timer: (Instant, u64) },
     /// The trace's request has not been answered yet.
-    Sending { held: Vec<J> },
-    /// Accepted (202); waiting until it can have been stored.
+    Sending { held: Vec<J>, probe: ProbeRequest },
+    /// Accepted (202); waiting until the server says it is stored.
     Storing {
         held: Vec<J>,
-        /// Acceptance order, for "everything sent before it".
+        /// Acceptance order.
         order: u64,
-        /// Its timer's key; `None` while a probe is out.
-        timer: Option<(Instant, u64)>,
-        probing: Option<Probe>,
-        accepted_at: Instant,
-        /// When the server can have stored it at the earliest: its own storing time, with
-        /// nothing queued before it.
-        ready_at: Instant,
-        /// When the model first predicted it stored.
-        predicted: Instant,
-        /// Its size, to time it again when the model learns.
-        spans: usize,
-        /// Its last-chance probe went (there is one at most).
-        last_chance_spent: bool,
+        probe: ProbeRequest,
+        schedule: ProbeSchedule,
     },
 }
 
 impl<J> Entry<J> {
     fn held(&mut self) -> &mut Vec<J> {
         match self {
-            Entry::Open { held, .. } | Entry::Sending { held } | Entry::Storing { held, .. } => {
-                held
-            }
+            Entry::Open { held, .. }
+            | Entry::Sending { held, .. }
+            | Entry::Storing { held, .. } => held,
         }
     }
 }
 
 pub(crate) struct TraceGate<J> {
     entries: HashMap<Uuid, Entry<J>>,
-    /// When each accepted trace is due for its probe.
-    timers: BTreeMap<(Instant, u64), Uuid>,
-    /// Accepted traces by acceptance order.
+    /// When each open trace's scores stop waiting for it.
+    open_timers: BTreeMap<(Instant, u64), Uuid>,
+    /// Accepted traces that hold jobs, by acceptance order: the ones asked about.
     accepted: BTreeMap<u64, Uuid>,
+    /// Accepted traces that hold nothing (yet), by acceptance order: remembered so that a
+    /// score taken off the queue after its trace's 202 still waits for the trace, and
+    /// forgotten oldest first beyond `max_entries`.
+    idle: BTreeMap<u64, Uuid>,
     next_seq: u64,
-    model: StorageModel,
     held: usize,
     capacity: usize,
     max_entries: usize,
-    /// Entries beyond which the next bound check runs (amortises it).
-    next_bound_check: usize,
-    early_probe_out: bool,
-    /// The trace the next early probe aims at, chosen when it was the newest.
-    early_target: Option<Uuid>,
+    /// How long after its 202 a trace is waited for (the retry time).
+    max_wait: Duration,
+    /// How many of the oldest are asked about now.
+    probed_at_once: usize,
 }
 
 impl<J> TraceGate<J> {
-    pub(crate) fn new(capacity: usize, now: Instant) -> TraceGate<J> {
+    pub(crate) fn new(capacity: usize, max_wait: Duration) -> TraceGate<J> {
         TraceGate {
             entries: HashMap::new(),
-            timers: BTreeMap::new(),
+            open_timers: BTreeMap::new(),
             accepted: BTreeMap::new(),
+            idle: BTreeMap::new(),
             next_seq: 0,
-            model: StorageModel::new(now),
             held: 0,
             capacity,
             max_entries: capacity.max(1024),
-            next_bound_check: capacity.max(1024),
-            early_probe_out: false,
-            early_target: None,
+            max_wait,
+            probed_at_once: PROBED_AT_ONCE,
         }
     }
 
@@ -118,7 +126,7 @@ impl<J> TraceGate<J> {
         self.next_seq
     }
 
-    /// Scores held in all.
+    /// Jobs held in all.
     pub(crate) fn held(&self) -> usize {
         self.held
     }
@@ -141,7 +149,7 @@ impl<J> TraceGate<J> {
             return;
         }
         let timer = (now + hold_open, self.seq());
-        self.timers.insert(timer, trace_id);
+        self.open_timers.insert(timer, trace_id);
         self.entries.insert(
             trace_id,
             Entry::Open {
@@ -168,7 +176,7 @@ impl<J> TraceGate<J> {
         if !self.is_full() {
             return Vec::new();
         }
-        let oldest_open = self.timers.values().copied().find(
+        let oldest_open = self.open_timers.values().copied().find(
             |id| matches!(self.entries.get(id), Some(Entry::Open { held, .. }) if !held.is_empty()),
         );
         match oldest_open.and_then(|id| self.entries.get_mut(&id)) {
@@ -189,152 +197,237 @@ impl<J> TraceGate<J> {
         }
     }
 
-    /// A trace is about to be sent, with the scores made through it.
-    pub(crate) fn trace_queued(&mut self, trace_id: Uuid, scores: Vec<J>) {
-        self.held += scores.len();
-        let entry = self
-            .entries
-            .entry(trace_id)
-            .or_insert(Entry::Sending { held: Vec::new() });
-        if let Entry::Open { held, timer } = entry {
-            let (held, timer) = (std::mem::take(held), *timer);
-            *entry = Entry::Sending { held };
-            self.timers.remove(&timer);
-        }
-        entry.held().extend(scores);
-    }
-
-    /// A score: held if its trace is on its way to being stored, else handed back to go now.
-    pub(crate) fn admit(&mut self, trace_id: Uuid, job: J) -> Option<J> {
-        match self.entries.get_mut(&trace_id) {
-            Some(entry) => {
-                entry.held().push(job);
-                self.held += 1;
-                None
-            }
-            None => Some(job),
-        }
-    }
-
-    /// The server accepted the trace (202) at `now`.
-    pub(crate) fn trace_accepted(&mut self, trace_id: Uuid, spans: usize, now: Instant) {
-        let held = match self.entries.remove(&trace_id) {
-            Some(Entry::Sending { held }) => held,
+    /// A trace is about to be sent, with the jobs that wait for it to be stored (its scores,
+    /// its spans past the first request's) and the way to ask whether it is.
+    pub(crate) fn trace_queued(&mut self, trace_id: Uuid, jobs: Vec<J>, probe: ProbeRequest) {
+        self.held += jobs.len();
+        let mut held = match self.entries.remove(&trace_id) {
             Some(Entry::Open { held, timer }) => {
-                self.timers.remove(&timer);
+                self.open_timers.remove(&timer);
                 held
             }
-            // Sent again while it was being stored: an upsert, it keeps its place.
-            Some(entry @ Entry::Storing { .. }) => {
+            Some(Entry::Sending { held, .. }) => held,
+            Some(Entry::Storing {
+                held,
+                order,
+                probe,
+                schedule,
+            }) => {
+                // Sent again while the first is being stored: it keeps its place.
+                let mut entry = Entry::Storing {
+                    held,
+                    order,
+                    probe,
+                    schedule,
+                };
+                entry.held().extend(jobs);
                 self.entries.insert(trace_id, entry);
                 return;
             }
             None => Vec::new(),
         };
-        let ready_at = now + self.model.cost(spans);
-        let stored_at = self.model.predict(now, spans);
-        let (order, timer) = (self.seq(), (stored_at, self.seq()));
-        self.timers.insert(timer, trace_id);
-        self.accepted.insert(order, trace_id);
+        held.extend(jobs);
+        self.entries
+            .insert(trace_id, Entry::Sending { held, probe });
+    }
+
+    /// A score: held if its trace is on its way to being stored, else handed back to go now.
+    pub(crate) fn admit(&mut self, trace_id: Uuid, job: J) -> Option<J> {
+        let Some(entry) = self.entries.get_mut(&trace_id) else {
+            return Some(job);
+        };
+        if let Entry::Storing { held, order, .. } = entry {
+            if held.is_empty() && self.idle.remove(order).is_some() {
+                self.accepted.insert(*order, trace_id);
+            }
+        }
+        entry.held().push(job);
+        self.held += 1;
+        None
+    }
+
+    /// The server accepted the trace (202) at `now`: what it holds waits for the server to
+    /// say it is stored. One that holds nothing is remembered idle, unasked, for its scores
+    /// still in the queue.
+    pub(crate) fn trace_accepted(&mut self, trace_id: Uuid, now: Instant) {
+        let (held, probe) = match self.entries.remove(&trace_id) {
+            Some(Entry::Sending { held, probe }) => (held, probe),
+            Some(entry @ Entry::Storing { .. }) => {
+                self.entries.insert(trace_id, entry);
+                return;
+            }
+            Some(Entry::Open { held, timer }) => {
+                self.open_timers.remove(&timer);
+                (held, ProbeRequest::Get)
+            }
+            None => return,
+        };
+        let order = self.seq();
+        if held.is_empty() {
+            self.idle.insert(order, trace_id);
+            self.bound_idle();
+        } else {
+            self.accepted.insert(order, trace_id);
+        }
         self.entries.insert(
             trace_id,
             Entry::Storing {
                 held,
                 order,
-                timer: Some(timer),
-                probing: None,
-                accepted_at: now,
-                ready_at,
-                predicted: stored_at,
-                spans,
-                last_chance_spent: false,
+                probe,
+                schedule: ProbeSchedule::new(now),
             },
         );
-        self.bound_entries();
     }
 
-    /// The trace was dropped (or its scores gave up): its held scores go with it.
+    /// The trace was dropped (or its scores gave up): its held jobs go with it.
     pub(crate) fn trace_dropped(&mut self, trace_id: Uuid) -> Vec<J> {
-        match self.remove(trace_id) {
-            Some(mut entry) => std::mem::take(entry.held()),
-            None => Vec::new(),
-        }
-    }
-
-    fn remove(&mut self, trace_id: Uuid) -> Option<Entry<J>> {
-        let mut entry = self.entries.remove(&trace_id)?;
+        let Some(mut entry) = self.entries.remove(&trace_id) else {
+            return Vec::new();
+        };
         match &entry {
-            Entry::Storing { order, timer, .. } => {
+            Entry::Storing { order, .. } => {
                 self.accepted.remove(order);
-                if let Some(timer) = timer {
-                    self.timers.remove(timer);
-                }
+                self.idle.remove(order);
             }
             Entry::Open { timer, .. } => {
-                self.timers.remove(timer);
+                self.open_timers.remove(timer);
             }
             Entry::Sending { .. } => {}
         }
-        self.held -= entry.held().len();
-        Some(entry)
+        let held = std::mem::take(entry.held());
+        self.held -= held.len();
+        held
     }
 
-    /// Probes whose time has come, an early probe when held scores pile up, and (with no
-    /// probe) the scores of traces left open too long.
-    pub(crate) fn due(&mut self, now: Instant) -> Vec<(J, Option<Probe>)> {
-        let mut probes = Vec::new();
-        while let Some(entry) = self.timers.first_entry() {
+    /// The probes to send now, at most `room`: among the oldest accepted traces, those whose
+    /// time has come and that have no probe out.
+    pub(crate) fn due_probes(&mut self, now: Instant, room: usize) -> Vec<(Uuid, ProbeRequest)> {
+        let mut due = Vec::new();
+        for id in self.accepted.values().take(self.probed_at_once) {
+            if due.len() >= room {
+                break;
+            }
+            if let Some(Entry::Storing {
+                probe, schedule, ..
+            }) = self.entries.get_mut(id)
+            {
+                if schedule.is_due(now) {
+                    schedule.sent();
+                    due.push((*id, probe.clone()));
+                }
+            }
+        }
+        due
+    }
+
+    /// A probe of the trace was answered at `now`.
+    pub(crate) fn probe_answered(
+        &mut self,
+        trace_id: Uuid,
+        readiness: Readiness,
+        now: Instant,
+    ) -> Released<J> {
+        let Some(Entry::Storing {
+            order, schedule, ..
+        }) = self.entries.get_mut(&trace_id)
+        else {
+            return Released::Waiting;
+        };
+        let order = *order;
+        let first = schedule.first_answer();
+        match readiness {
+            Readiness::Stored => {
+                if first {
+                    self.probed_at_once = (self.probed_at_once + 1).min(MOST_PROBED_AT_ONCE);
+                }
+                // The server stores in about the order it accepted: the older ones likely too.
+                for id in self.accepted.range(..order).map(|(_, id)| *id) {
+                    if let Some(Entry::Storing { schedule, .. }) = self.entries.get_mut(&id) {
+                        schedule.hurry(now);
+                    }
+                }
+                return Released::Go(self.trace_dropped(trace_id));
+            }
+            Readiness::Unknowable => return Released::Go(self.trace_dropped(trace_id)),
+            Readiness::NotYet => {
+                schedule.not_yet(now);
+                self.probed_at_once = (self.probed_at_once / 2).max(PROBED_AT_ONCE);
+            }
+            Readiness::Paused(wait) => schedule.paused(now, wait),
+        }
+        if schedule.waited(now) >= self.max_wait {
+            return Released::Expired(self.trace_dropped(trace_id));
+        }
+        Released::Waiting
+    }
+
+    /// Scores of traces left open too long: they go now.
+    pub(crate) fn due_open(&mut self, now: Instant) -> Vec<J> {
+        let mut released = Vec::new();
+        while let Some(entry) = self.open_timers.first_entry() {
             if entry.key().0 > now {
                 break;
             }
             let trace_id = entry.remove();
-            match self.entries.get_mut(&trace_id) {
-                Some(Entry::Storing {
-                    held,
-                    timer,
-                    probing: probing @ None,
-                    ..
-                }) if !held.is_empty() => {
-                    *timer = None;
-                    *probing = Some(Probe::Due);
-                    self.held -= 1;
-                    probes.push((held.remove(0), Some(Probe::Due)));
-                }
-                Some(Entry::Open { .. }) => {
-                    probes.extend(self.trace_dropped(trace_id).into_iter().map(|j| (j, None)));
-                }
-                // An early probe is out: its answer decides.
-                Some(Entry::Storing {
-                    timer,
-                    probing: Some(_),
-                    ..
-                }) => *timer = None,
-                // Nothing waits for it: it is most likely stored by now; forget it.
-                _ => {
-                    self.remove(trace_id);
-                }
+            if let Some(Entry::Open { .. }) = self.entries.get(&trace_id) {
+                released.extend(self.trace_dropped(trace_id));
             }
         }
-        if let Some((job, probe)) = self.early_probe(now) {
-            probes.push((job, Some(probe)));
-        }
-        probes
+        released
     }
 
-    /// The next time [`due`](Self::due) has something to do.
+    /// The next time there is something to do: a probe, or an open trace's time running out.
     pub(crate) fn next_due(&self) -> Option<Instant> {
-        let timer = self.timers.first_key_value().map(|((at, _), _)| *at);
-        let early = (self.pressure() && !self.early_probe_out && !self.accepted.is_empty())
-            .then(|| self.model.next_early_probe());
-        timer.into_iter().chain(early).min()
+        let open = self.open_timers.first_key_value().map(|((at, _), _)| *at);
+        let probes = self
+            .accepted
+            .values()
+            .take(self.probed_at_once)
+            .filter_map(|id| match self.entries.get(id) {
+                Some(Entry::Storing { schedule, .. }) => schedule.next_at(),
+                _ => None,
+            });
+        open.into_iter().chain(probes).min()
     }
 
-    /// Every held score (at shutdown).
+    /// Every held job (at shutdown).
     pub(crate) fn drain(&mut self) -> Vec<J> {
         let ids: Vec<Uuid> = self.entries.keys().copied().collect();
         ids.into_iter()
             .flat_map(|id| self.trace_dropped(id))
             .collect()
+    }
+
+    /// Forgets the accepted traces that hold nothing, oldest first, beyond `max_entries`.
+    fn bound_idle(&mut self) {
+        while self.idle.len() > self.max_entries {
+            if let Some((_, id)) = self.idle.pop_first() {
+                self.entries.remove(&id);
+            }
+        }
+    }
+
+    /// Forgets the open traces that hold nothing, oldest first, beyond `max_entries`. Entries
+    /// that hold jobs are bounded by `capacity` already, and those being sent by the worker's
+    /// window.
+    fn bound_entries(&mut self) {
+        self.bound_idle();
+        if self.entries.len() <= self.max_entries {
+            return;
+        }
+        // A quarter at once, so that the walk is paid rarely.
+        let excess = self.entries.len() - self.max_entries + self.max_entries / 4;
+        let idle: Vec<Uuid> = self
+            .open_timers
+            .values()
+            .copied()
+            .filter(|id| matches!(self.entries.get(id), Some(Entry::Open { held, .. }) if held.is_empty()))
+            .take(excess)
+            .collect();
+        for id in idle {
+            self.trace_dropped(id);
+        }
     }
 }
 
