@@ -130,7 +130,7 @@ impl Client {
 
     /// A builder for a trace with options (session, user, tags, input, metadata).
     pub fn trace(&self, name: impl Into<String>) -> TraceBuilder {
-        TraceBuilder::new(self.clone(), name.into())
+        TraceBuilder::new(self.producer().cloned(), name.into())
     }
 
     /// Starts a trace named `name` with a fresh UUID; score it with its

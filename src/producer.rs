@@ -195,7 +195,10 @@ struct Refused {
     record: Record,
 }
 
-/// What the client handles use to hand records to the worker and to ask it things.
+/// What the client handles use to hand records to the worker and to ask it things. Traces hold
+/// clones of it: it keeps the queue open, not the worker alive (only [`Client`](crate::Client)
+/// handles own the worker).
+#[derive(Clone)]
 pub(crate) struct Producer {
     shared: Arc<Shared>,
     records: Sender<Record>,

@@ -317,3 +317,50 @@ async fn shutdown_async_inside_a_multi_thread_runtime_with_a_hanging_server() {
     assert!(s.is_balanced(), "{s}");
     assert_eq!((s.pending, abandoned(&s)), (0, 5), "{s}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Who owns the worker
+// ---------------------------------------------------------------------------------------------
+
+/// Only client handles own the worker: a trace and its span that outlive the last client do
+/// not block the runtime that drops them (with a hanging server, a shutdown there would take
+/// the whole timeout), and what they carried reaches an outcome: refused as shut down,
+/// counted and handed to the hook.
+#[test]
+fn the_last_trace_and_span_ended_after_the_client_never_block_and_are_counted() {
+    let server = hanging_server();
+    let drops = common::Drops::default();
+    let client = client_for(&server)
+        .shutdown_timeout(Duration::from_secs(1))
+        .on_drop(drops.hook())
+        .build()
+        .expect("client");
+    let trace = client.start_trace("outlives-its-client");
+    let span = trace.span("step", pandaprobe::SpanKind::Tool);
+    trace
+        .score(Score::numeric(trace.trace_id(), "held", 0.5))
+        .expect("held");
+    let stats_before_drop = client.stats();
+    drop(client); // the client owns the worker: its drop is the one that may wait
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let took = runtime.block_on(async move {
+        let started = Instant::now();
+        span.end();
+        drop(trace);
+        started.elapsed()
+    });
+    eprintln!("ending the last span and trace took {took:?}");
+    assert!(took < Duration::from_millis(500), "{took:?}");
+    assert_eq!(stats_before_drop.traces.accepted, 0, "still open then");
+    let events = drops.events();
+    assert_eq!(events.len(), 2, "the trace and its score: {events:?}");
+    assert!(
+        events
+            .iter()
+            .all(|e| e.reason() == pandaprobe::DropReason::Shutdown),
+        "{events:?}"
+    );
+}

@@ -636,23 +636,27 @@ fn a_trace_dropped_during_a_panic_is_sent_as_an_error() {
 }
 
 #[test]
-fn a_trace_that_outlives_its_client_handle_is_still_delivered() {
+fn only_client_handles_keep_the_worker_a_trace_ended_after_them_is_counted_shut_down() {
     let server = lenient_server();
     let client = client_for(&server).build().expect("client");
-    let trace = client.start_trace("outlives");
-    let trace_id = trace.trace_id();
-    trace
-        .score(Score::boolean(trace_id, "ok", true))
+    let ended = client.start_trace("ended-in-time");
+    let late = client.start_trace("outlives");
+    late.score(Score::boolean(late.trace_id(), "ok", true))
         .expect("score through the trace");
-    drop(client); // the trace keeps the client alive
-    trace.end();
-    drop(trace); // the last handle of the client goes: its shutdown delivers what is queued
-    let traces = server.traces();
-    assert_eq!(traces.len(), 1, "delivered by the shutdown");
-    assert_eq!(traces[0].id, trace_id);
-    let scores = server.scores();
-    assert_eq!(scores.len(), 1, "the trace's score too");
-    assert_eq!(scores[0].body["trace_id"], trace_id.to_string());
+    ended.end();
+    let stats = client.clone();
+    drop(client);
+    drop(stats); // the last handle: its shutdown delivers what is queued
+    assert_eq!(
+        server.trace_count(),
+        1,
+        "the ended trace, delivered by the shutdown"
+    );
+    assert_eq!(server.traces()[0].id, ended.trace_id());
+    drop(ended);
+    late.end(); // refused: the worker is gone, and the trace does not keep it
+    assert_eq!(server.trace_count(), 1);
+    assert_eq!(server.score_count(), 0);
 }
 
 // ---------------------------------------------------------------------------------------------

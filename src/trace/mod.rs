@@ -15,9 +15,9 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::budget::Charge;
-use crate::client::Client;
 use crate::context::{EnteredTrace, InScope};
 use crate::error::ScoreError;
+use crate::producer::Producer;
 use crate::score::Score;
 
 pub(crate) use data::{as_object, not_null, EndedTrace, SpanData, TraceData};
@@ -31,9 +31,13 @@ struct OpenTrace {
     scores: Vec<(Score, Charge)>,
 }
 
-/// What a trace's handles and spans share.
+/// What a trace's handles and spans share. They hold the queue's producer side, not a
+/// [`Client`](crate::Client): a trace or a span never keeps the worker alive, and dropping one
+/// never runs a shutdown (which blocks). A trace that ends after the last client handle went
+/// is refused as shut down, counted and handed to the drop hook like any refused record.
 pub(crate) struct TraceShared {
-    client: Client,
+    /// `None` for a disabled client.
+    producer: Option<Producer>,
     trace_id: Uuid,
     /// `None` once the trace has ended.
     open: Mutex<Option<OpenTrace>>,
@@ -81,7 +85,7 @@ impl TraceShared {
             span.ended_at.get_or_insert(now);
         }
         let nul_replaced = sanitize::replace_nul(data);
-        if let Some(producer) = self.client.producer() {
+        if let Some(producer) = &self.producer {
             producer.trace_ended(
                 EndedTrace {
                     data: open.data,
@@ -113,7 +117,7 @@ impl TraceShared {
 /// ```
 #[must_use = "call .start() to open the trace"]
 pub struct TraceBuilder {
-    client: Client,
+    producer: Option<Producer>,
     trace_id: Option<Uuid>,
     name: String,
     session_id: Option<String>,
@@ -133,9 +137,9 @@ impl fmt::Debug for TraceBuilder {
 }
 
 impl TraceBuilder {
-    pub(crate) fn new(client: Client, name: String) -> TraceBuilder {
+    pub(crate) fn new(producer: Option<Producer>, name: String) -> TraceBuilder {
         TraceBuilder {
-            client,
+            producer,
             trace_id: None,
             name,
             session_id: None,
@@ -203,15 +207,15 @@ impl TraceBuilder {
             tags: self.tags,
             spans: Vec::new(),
         };
-        if let Some(producer) = self.client.producer() {
+        if let Some(producer) = &self.producer {
             producer.trace_opened(trace_id);
         }
-        let open = self.client.is_enabled().then_some(OpenTrace {
+        let open = self.producer.is_some().then_some(OpenTrace {
             data,
             scores: Vec::new(),
         });
         let shared = Arc::new(TraceShared {
-            client: self.client,
+            producer: self.producer,
             trace_id,
             open: Mutex::new(open),
         });
@@ -358,14 +362,17 @@ impl Trace {
         {
             let mut guard = shared.lock();
             if let Some(open) = guard.as_mut() {
-                if let Some(producer) = shared.client.producer() {
+                if let Some(producer) = &shared.producer {
                     let charge = producer.hold_score(&mut score)?;
                     open.scores.push((score, charge));
                 }
                 return Ok(());
             }
         }
-        shared.client.score(score)
+        match &shared.producer {
+            Some(producer) => producer.score(score),
+            None => Ok(()),
+        }
     }
 
     /// Ends the trace now and queues it; later calls, from any clone, do nothing. Dropping the

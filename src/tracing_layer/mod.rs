@@ -21,7 +21,8 @@ use self::fields::{ErrorMessage, FieldValues, KIND_MARK, TRACE_MARK};
 use self::node::Node;
 use self::open_roots::OpenRoots;
 use crate::client::Client;
-use crate::trace::SpanKind;
+use crate::producer::Producer;
+use crate::trace::{SpanKind, TraceBuilder};
 
 /// How long a trace may stay open before [`TracingLayer`] ends it: one hour.
 pub const DEFAULT_MAX_TRACE_DURATION: Duration = Duration::from_secs(3600);
@@ -123,7 +124,9 @@ type Selector = Arc<dyn Fn(&Metadata<'_>) -> bool + Send + Sync>;
 /// ```
 #[must_use = "add the layer to a subscriber"]
 pub struct TracingLayer {
-    client: Client,
+    /// The queue's producer side, not a [`Client`]: a layer (in a global subscriber, never
+    /// dropped) does not keep the worker alive, and dropping it never runs a shutdown.
+    producer: Option<Producer>,
     /// Tells this layer's nodes from another layer's in the same registry.
     id: u64,
     root_if: Option<Selector>,
@@ -134,7 +137,7 @@ pub struct TracingLayer {
 impl fmt::Debug for TracingLayer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TracingLayer")
-            .field("client", &self.client)
+            .field("enabled", &self.producer.is_some())
             .field("root_if", &self.root_if.is_some())
             .field("span_if", &self.span_if.is_some())
             .finish_non_exhaustive()
@@ -142,12 +145,17 @@ impl fmt::Debug for TracingLayer {
 }
 
 impl TracingLayer {
-    /// A layer that sends its traces through `client`. Only marked spans are recorded (see
-    /// [`TracingLayer`]); open traces end after [`DEFAULT_MAX_TRACE_DURATION`].
+    /// A layer that sends its traces through `client`'s queue. Only marked spans are recorded
+    /// (see [`TracingLayer`]); open traces end after [`DEFAULT_MAX_TRACE_DURATION`].
+    ///
+    /// The layer does not own the client: keep a [`Client`] handle (or the guard of
+    /// [`init`](crate::init)) for as long as traces should be delivered, and shut it down (or
+    /// drop the last handle) before the process exits, as with any client. Traces that end
+    /// after that are counted as dropped (`shutdown`) and handed to the drop hook.
     pub fn new(client: Client) -> TracingLayer {
         static NEXT_ID: AtomicU64 = AtomicU64::new(0);
         TracingLayer {
-            client,
+            producer: client.producer().cloned(),
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             root_if: None,
             span_if: None,
@@ -245,7 +253,7 @@ where
             // The nearest marked ancestor belongs to another layer.
             Some(None) => return,
             None if is_root => {
-                let trace = self.client.trace(name).start();
+                let trace = TraceBuilder::new(self.producer.clone(), name.to_owned()).start();
                 let expired = lock(&self.open).opened(&trace, Instant::now());
                 expired.iter().for_each(crate::trace::Trace::end);
                 Node::trace(self.id, trace)

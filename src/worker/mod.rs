@@ -451,8 +451,8 @@ impl Worker {
         }
     }
 
-    /// Starts requests while there is room in flight: readiness probes first (they are few,
-    /// small, and what they release waits on them), then the three lines in turn, across calls
+    /// Starts requests while there is room in flight: readiness probes first (small, and what
+    /// they release waits on them), then the three lines in turn, across calls
     /// too, so that none can starve another when slots free one at a time.
     fn dispatch(&mut self, now: Instant) {
         let max = self.shared.config.max_in_flight;

@@ -276,9 +276,9 @@ pub fn trace_then_three_scores(client: &Client, spans: usize) -> pandaprobe::Uui
     let id = trace.trace_id();
     trace.end();
     for name in ["relevance", "helpfulness", "safety"] {
-        client
-            .score(pandaprobe::Score::numeric(id, name, 0.5))
-            .expect("queued");
+        if let Err(e) = client.score(pandaprobe::Score::numeric(id, name, 0.5)) {
+            panic!("queued: {e}; {}", client.stats());
+        }
     }
     id
 }

@@ -7,7 +7,8 @@
 //! all go at once; no score is sent to a trace the server has not stored.
 //!
 //! Only the oldest few traces are asked about at a time (4, up to 64 while the server is found
-//! to have stored traces at the first question: it keeps up, and the questions should too):
+//! to have stored traces at the first or second question: it keeps up, and the questions
+//! should too; halved when one is not stored at the third):
 //! the server stores in roughly the order it accepted, so when one is stored, the older ones
 //! are asked again at once. Memory:
 //! at most `capacity` held jobs, and at most `max_entries` traces remembered that hold none.
@@ -335,10 +336,11 @@ impl<J> TraceGate<J> {
             return Released::Waiting;
         };
         let order = *order;
-        let first = schedule.first_answer();
+        let asked = schedule.answers();
         match readiness {
             Readiness::Stored => {
-                if first {
+                // Found at the first or second question: the server keeps up.
+                if asked <= 1 {
                     self.probed_at_once = (self.probed_at_once + 1).min(MOST_PROBED_AT_ONCE);
                 }
                 // The server stores in about the order it accepted: the older ones likely too.
@@ -352,7 +354,11 @@ impl<J> TraceGate<J> {
             Readiness::Unknowable => return Released::Go(self.trace_dropped(trace_id)),
             Readiness::NotYet => {
                 schedule.not_yet(now);
-                self.probed_at_once = (self.probed_at_once / 2).max(PROBED_AT_ONCE);
+                // Not stored at the third question or later: the server lags, so fewer
+                // questions. (The first one may just come a little early.)
+                if asked >= 2 {
+                    self.probed_at_once = (self.probed_at_once / 2).max(PROBED_AT_ONCE);
+                }
             }
             Readiness::Paused(wait) => schedule.paused(now, wait),
         }

@@ -94,9 +94,9 @@ impl ProbeSchedule {
         self.next_at = self.next_at.min(now).max(self.not_before);
     }
 
-    /// Whether no answer came before the one now being handled.
-    pub(super) fn first_answer(&self) -> bool {
-        self.answers == 0
+    /// How many answers said "not yet" so far.
+    pub(super) fn answers(&self) -> u32 {
+        self.answers
     }
 
     /// How long since the server accepted the trace.

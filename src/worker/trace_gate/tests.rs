@@ -145,13 +145,20 @@ fn a_server_that_keeps_up_gets_more_traces_asked_at_once() {
     for (id, _) in g.due_probes(now, 1000) {
         g.probe_answered(id, Readiness::Stored, now);
     }
-    let due = g.due_probes(now, 1000);
-    assert_eq!(due.len(), 8);
-    for (id, _) in due {
-        g.probe_answered(id, Readiness::NotYet, now);
+    let mut now = now;
+    for round in 0..3 {
+        let due = g.due_probes(now, 1000);
+        assert_eq!(
+            due.len(),
+            8,
+            "a first or second miss is no sign of lag ({round})"
+        );
+        for (id, _) in due {
+            g.probe_answered(id, Readiness::NotYet, now);
+        }
+        now = g.next_due().expect("asked again");
     }
-    let later = g.next_due().expect("asked again");
-    assert_eq!(g.due_probes(later, 1000).len(), 4, "behind: back to four");
+    assert_eq!(g.due_probes(now, 1000).len(), 4, "behind: back to four");
 }
 
 #[test]
