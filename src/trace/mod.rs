@@ -97,7 +97,7 @@ impl TraceShared {
     }
 }
 
-/// Starts a trace with options; from [`Client::trace`].
+/// Starts a trace with options; from [`Client::trace`](crate::Client::trace).
 ///
 /// ```
 /// use pandaprobe::Client;
@@ -347,11 +347,11 @@ impl Trace {
     /// Scores this trace: the score's trace id is replaced by this trace's. The score is
     /// validated now; while the trace is open it waits with it, and it is sent once the server
     /// has stored the trace (the server refuses scores for traces it has not stored). After
-    /// the trace has ended this is the same as [`Client::score`].
+    /// the trace has ended this is the same as [`Client::score`](crate::Client::score).
     ///
     /// # Errors
     ///
-    /// As [`Client::score`]: the score breaks a rule of the server; the byte budget has no
+    /// As [`Client::score`](crate::Client::score): the score breaks a rule of the server; the byte budget has no
     /// room for it ([`ScoreError::QueueBytesFull`]: it is charged from this call on, since it
     /// is held with the trace); or (after the trace ended) the queue is full or the client is
     /// shut down.
