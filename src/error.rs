@@ -1,5 +1,6 @@
 //! Errors, split by phase: building a client, scoring, flushing or shutting down.
 
+use std::fmt;
 use std::time::Duration;
 
 /// A setting given to [`ClientBuilder`](crate::ClientBuilder) or read from the environment that
@@ -120,6 +121,52 @@ pub enum ScoreError {
     WorkerDied,
 }
 
+/// Where the records the worker held were when a flush or shutdown ran out of time, so that a
+/// timeout says why: the server has not stored their trace yet, its rate limit holds them, a
+/// retry waits for its backoff, the request is under way, or they are still queued. It counts
+/// everything the worker held, not only the records of the call that timed out.
+///
+/// `Display`: `3 waiting for their trace to be stored, 200 for a rate-limit window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Waiting {
+    /// Scores (and spans past a trace's first 500) held until the server says their trace is
+    /// stored, or until a trace still open in this process ends.
+    pub for_trace: u64,
+    /// Records ready to go on a path whose rate-limit window is closed.
+    pub for_rate_limit: u64,
+    /// Records waiting for their retry's backoff.
+    pub for_retry: u64,
+    /// Requests sent and not answered yet (a server that hangs shows here).
+    pub in_flight: u64,
+    /// Records queued or ready to go, not yet sent.
+    pub queued: u64,
+}
+
+impl fmt::Display for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let parts = [
+            (self.for_trace, "waiting for their trace to be stored"),
+            (self.for_rate_limit, "for a rate-limit window"),
+            (self.for_retry, "for a retry"),
+            (self.in_flight, "in flight"),
+            (self.queued, "queued"),
+        ];
+        let mut first = true;
+        for (n, what) in parts.into_iter().filter(|(n, _)| *n > 0) {
+            if !first {
+                f.write_str(", ")?;
+            }
+            write!(f, "{n} {what}")?;
+            first = false;
+        }
+        if first {
+            f.write_str("the worker did not answer in time")?;
+        }
+        Ok(())
+    }
+}
+
 /// Why [`Client::flush`](crate::Client::flush) or [`Client::shutdown`](crate::Client::shutdown)
 /// did not see every record it waited for delivered.
 ///
@@ -142,12 +189,14 @@ pub enum ScoreError {
 pub enum FlushError {
     /// The timeout passed while records were still waiting for their outcome. For a flush they
     /// stay queued and keep being delivered; for a shutdown they were dropped and counted.
-    #[error("{pending} record(s) still pending after {timeout:?}")]
+    #[error("{pending} record(s) still pending after {timeout:?}: {waiting}")]
     Timeout {
         /// Records that had not reached an outcome.
         pending: u64,
         /// The timeout that passed.
         timeout: Duration,
+        /// Why: where everything the worker held was when the time ran out.
+        waiting: Waiting,
     },
     /// Every record the call waited for reached its outcome, but some were dropped (rejected,
     /// retries exhausted, quota, …): the drop hook, the log and [`Stats`](crate::Stats) say

@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot, Notify};
 use crate::budget::{Budget, Charge};
 use crate::config::{Config, QueueFullPolicy};
 use crate::drop_event::{DropEvent, DropReason, RecordKind};
-use crate::error::{FlushError, ScoreError};
+use crate::error::{FlushError, ScoreError, Waiting};
 use crate::fork;
 use crate::record::{Notice, Record};
 use crate::record_size::{cut_score, cut_trace, score_bytes, trace_bytes};
@@ -483,6 +483,7 @@ impl Producer {
                 Err(FlushError::Timeout {
                     pending: stats.scores.pending + stats.traces.pending,
                     timeout,
+                    waiting: Waiting::default(),
                 })
             }
             Err(crossbeam_channel::RecvTimeoutError::Disconnected) => Err(self.gone()),

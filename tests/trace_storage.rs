@@ -204,3 +204,35 @@ fn client_scores_for_a_trace_still_open_wait_for_it_without_holding_up_a_flush()
     assert_eq!((server.trace_count(), server.score_count()), (1, 1));
     assert_eq!(server.status_count(500), 0);
 }
+
+#[test]
+fn a_flush_that_times_out_says_the_scores_wait_for_their_trace() {
+    // A trace the server accepts and never stores: its scores wait for it.
+    let server = storing_server();
+    server.fail_next_on(
+        pandaprobe_testing::TRACES_PATH,
+        1,
+        pandaprobe_testing::Fault::Raw {
+            status: 202,
+            headers: vec![],
+            body: r#"{"trace_id":"x","task_id":"y"}"#.into(),
+        },
+    );
+    let client = client_for(&server).build().expect("client");
+    trace_then_three_scores(&client, 0);
+    let flushed = client.flush(Duration::from_secs(1));
+    let Err(pandaprobe::FlushError::Timeout {
+        pending, waiting, ..
+    }) = flushed
+    else {
+        panic!("{flushed:?}");
+    };
+    assert_eq!(pending, 3);
+    assert_eq!(waiting.for_trace, 3, "{waiting:?}");
+    let message = flushed.expect_err("timed out").to_string();
+    assert!(
+        message.contains("3 waiting for their trace to be stored"),
+        "{message}"
+    );
+    let _ = client.shutdown(Duration::from_millis(100));
+}

@@ -17,6 +17,7 @@ use crate::record::Record;
 impl Worker {
     /// Ends the run: what is still undelivered is dropped and counted, every caller answered.
     pub(super) fn finish_shutdown(&mut self, now: Instant) {
+        let waiting = self.waiting();
         let abandoned = self.abandon_all(DropReason::Shutdown, DropReason::ShutdownInFlight, now);
         if abandoned > 0 {
             tracing::warn!(
@@ -24,7 +25,7 @@ impl Worker {
                 "shutdown: {abandoned} record(s) not delivered in time were dropped"
             );
         }
-        let result = self.waiters.finish_shutdown(abandoned);
+        let result = self.waiters.finish_shutdown(abandoned, waiting);
         self.shared.set_final_result(result);
         self.losses.report_counters(now, true);
     }

@@ -64,6 +64,16 @@ impl<J> Lane<J> {
         self.window.on_answer(now, sent_at, answer);
     }
 
+    /// Records ready to go.
+    pub(crate) fn ready(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Whether the rate limit holds the line now.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.window.wake_at().is_some()
+    }
+
     /// When the lane wants the worker to look again: the end of a pause, if records wait.
     pub(crate) fn wake_at(&self) -> Option<Instant> {
         if self.ready.is_empty() {

@@ -47,6 +47,7 @@ use crate::body::{score_body, spans_bodies, trace_body};
 use crate::budget::Charge;
 use crate::config::Config;
 use crate::drop_event::{DropEvent, DropReason, RecordKind};
+use crate::error::Waiting;
 use crate::producer::{Control, Shared};
 use crate::record::{Notice, Record};
 use crate::score::Score;
@@ -220,7 +221,8 @@ impl Worker {
             self.release_due(now);
             self.watch(now);
             self.dispatch(now);
-            self.waiters.answer_flushes(&self.barrier, now);
+            let waiting = self.waiting();
+            self.waiters.answer_flushes(&self.barrier, now, waiting);
             if self.waiters.shutdown_due(self.drained(), now) {
                 self.finish_shutdown(now);
                 break;
@@ -515,6 +517,24 @@ impl Worker {
             (key, attempt)
         }));
         key
+    }
+
+    /// Where what the worker holds is, for a flush or shutdown that timed out.
+    fn waiting(&self) -> Waiting {
+        let mut waiting = Waiting {
+            for_trace: self.gate.held() as u64,
+            for_retry: self.retries.len() as u64,
+            in_flight: self.sending.len() as u64,
+            queued: self.records.len() as u64,
+            ..Waiting::default()
+        };
+        for lane in [&self.scores, &self.traces, &self.spans] {
+            match lane.is_paused() {
+                true => waiting.for_rate_limit += lane.ready() as u64,
+                false => waiting.queued += lane.ready() as u64,
+            }
+        }
+        waiting
     }
 
     fn drained(&self) -> bool {

@@ -36,8 +36,7 @@ impl<T> RetryQueue<T> {
         self.waiting.first_key_value().map(|((due, _), _)| *due)
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.waiting.len()
     }
 

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use super::flush_barrier::FlushBarrier;
 use crate::config::MAX_DURATION;
 use crate::drop_event::DropReason;
-use crate::error::FlushError;
+use crate::error::{FlushError, Waiting};
 use crate::producer::Reply;
 
 /// Drops not yet reported to a flush or shutdown, or gathered for one.
@@ -137,8 +137,14 @@ impl Waiters {
         drops
     }
 
-    /// Answers the flushes that are done or out of time.
-    pub(crate) fn answer_flushes(&mut self, barrier: &FlushBarrier, now: Instant) {
+    /// Answers the flushes that are done or out of time; `waiting` says where what the worker
+    /// holds is, for a timeout.
+    pub(crate) fn answer_flushes(
+        &mut self,
+        barrier: &FlushBarrier,
+        now: Instant,
+        waiting: Waiting,
+    ) {
         let mut i = 0;
         while i < self.flushes.len() {
             let waiter = &self.flushes[i];
@@ -157,6 +163,7 @@ impl Waiters {
                     Err(FlushError::Timeout {
                         pending: barrier.pending_before(waiter.target),
                         timeout: waiter.timeout,
+                        waiting,
                     })
                 };
                 waiter.reply.send(result);
@@ -175,7 +182,11 @@ impl Waiters {
 
     /// Ends the shutdown: `abandoned` records were dropped at its deadline. Answers every
     /// caller and returns the outcome, for later calls.
-    pub(crate) fn finish_shutdown(&mut self, abandoned: u64) -> Result<(), FlushError> {
+    pub(crate) fn finish_shutdown(
+        &mut self,
+        abandoned: u64,
+        waiting: Waiting,
+    ) -> Result<(), FlushError> {
         let Some(state) = self.shutdown.take() else {
             return Ok(());
         };
@@ -184,6 +195,7 @@ impl Waiters {
             Err(FlushError::Timeout {
                 pending: abandoned,
                 timeout: state.timeout,
+                waiting,
             })
         } else {
             drops.result()
@@ -242,10 +254,10 @@ mod tests {
         w.dropped(a, DropReason::Rejected);
         barrier.close(a);
         w.dropped(7, DropReason::RetriesExhausted); // a later record: not this flush's
-        w.answer_flushes(&barrier, t0);
+        w.answer_flushes(&barrier, t0, Waiting::default());
         assert!(rx.try_recv().is_err(), "b is still open");
         barrier.close(b);
-        w.answer_flushes(&barrier, t0);
+        w.answer_flushes(&barrier, t0, Waiting::default());
         assert_eq!(
             rx.try_recv(),
             Ok(Err(FlushError::Dropped {
@@ -261,14 +273,14 @@ mod tests {
         }
         let (tx, rx) = reply();
         w.flush(8, SECOND, tx, t0);
-        w.answer_flushes(&barrier, t0);
+        w.answer_flushes(&barrier, t0, Waiting::default());
         assert!(matches!(
             rx.try_recv(),
             Ok(Err(FlushError::Dropped { dropped: 1, .. }))
         ));
         let (tx, rx) = reply();
         w.flush(8, SECOND, tx, t0);
-        w.answer_flushes(&barrier, t0);
+        w.answer_flushes(&barrier, t0, Waiting::default());
         assert_eq!(rx.try_recv(), Ok(Ok(())), "already reported");
     }
 
@@ -292,12 +304,17 @@ mod tests {
         let (tx, rx) = reply();
         w.flush(1, SECOND, tx, t0);
         tokio::time::sleep_until(w.next_deadline().expect("a deadline")).await;
-        w.answer_flushes(&barrier, Instant::now());
+        let waiting = Waiting {
+            in_flight: 1,
+            ..Waiting::default()
+        };
+        w.answer_flushes(&barrier, Instant::now(), waiting);
         assert_eq!(
             rx.try_recv(),
             Ok(Err(FlushError::Timeout {
                 pending: 1,
-                timeout: SECOND
+                timeout: SECOND,
+                waiting,
             }))
         );
         assert_eq!(Instant::now() - t0, SECOND);
@@ -324,8 +341,9 @@ mod tests {
         let expected = Err(FlushError::Timeout {
             pending: 3,
             timeout: 2 * SECOND,
+            waiting: Waiting::default(),
         });
-        assert_eq!(w.finish_shutdown(3), expected);
+        assert_eq!(w.finish_shutdown(3, Waiting::default()), expected);
         assert_eq!(a_rx.try_recv(), Ok(expected.clone()));
         assert_eq!(b_rx.try_recv(), Ok(expected));
         assert_eq!(flush_rx.try_recv(), Ok(Err(FlushError::ShutDown)));

@@ -282,3 +282,14 @@ pub fn trace_then_three_scores(client: &Client, spans: usize) -> pandaprobe::Uui
     }
     id
 }
+
+/// The records pending and the timeout of a flush or shutdown that timed out; `None` for any
+/// other outcome.
+pub fn timed_out(result: &Result<(), pandaprobe::FlushError>) -> Option<(u64, Duration)> {
+    match result {
+        Err(pandaprobe::FlushError::Timeout {
+            pending, timeout, ..
+        }) => Some((*pending, *timeout)),
+        _ => None,
+    }
+}
