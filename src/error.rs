@@ -121,6 +121,35 @@ pub enum ScoreError {
     WorkerDied,
 }
 
+impl ScoreError {
+    /// The score was valid, and it was dropped (counted in [`Stats`](crate::Stats) and handed
+    /// to the drop hook): the queue or the byte budget was full, or the client cannot deliver
+    /// any more (shut down, forked, its worker died). Retrying the same call may succeed later.
+    ///
+    /// ```
+    /// use pandaprobe::{Score, ScoreError, Uuid};
+    ///
+    /// let err = Score::new(Uuid::nil(), "accuracy", "1.5").to_body().unwrap_err();
+    /// assert!(err.is_invalid() && !err.is_dropped());
+    /// assert!(ScoreError::QueueFull.is_dropped());
+    /// ```
+    pub fn is_dropped(&self) -> bool {
+        matches!(
+            self,
+            ScoreError::QueueFull
+                | ScoreError::QueueBytesFull { .. }
+                | ScoreError::ShutDown
+                | ScoreError::Forked
+                | ScoreError::WorkerDied
+        )
+    }
+
+    /// The score itself breaks one of the server's rules: fix the call; nothing was counted.
+    pub fn is_invalid(&self) -> bool {
+        !self.is_dropped()
+    }
+}
+
 /// Where the records the worker held were when a flush or shutdown ran out of time, so that a
 /// timeout says why: the server has not stored their trace yet, its rate limit holds them, a
 /// retry waits for its backoff, the request is under way, or they are still queued. It counts

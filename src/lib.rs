@@ -114,6 +114,26 @@ pub use trace::{
 pub use tracing_layer::{TracingLayer, DEFAULT_MAX_TRACE_DURATION};
 pub use uuid::Uuid;
 
+// The handles are shared across threads and tasks: promised in their docs, held here.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<Client>();
+    shared::<Trace>();
+    shared::<Span>();
+    shared::<ClientGuard>();
+    shared::<Score>();
+    shared::<Stats>();
+    shared::<DropEvent>();
+    shared::<ScoreError>();
+    shared::<FlushError>();
+    shared::<ConfigError>();
+};
+#[cfg(feature = "tracing-layer")]
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    shared::<TracingLayer>();
+};
+
 /// The README's code blocks, compiled and run as doc tests.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -1,7 +1,7 @@
 //! The producer side: what the callers' threads share with the worker (flags, counters, the
 //! wake-up), the control messages, and handing records in, with the full-queue policy.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -49,6 +49,10 @@ pub(crate) struct Shared {
     awake: AtomicBool,
     wake: Notify,
     state: AtomicU8,
+    /// Producers inside `enqueue` now: the worker waits for none to be left before its last
+    /// look at the queue, so that no record lands in it after that look (and is freed with
+    /// the channel, unreported).
+    enqueuing: AtomicUsize,
     /// The outcome of the shutdown, for later `shutdown()` calls.
     final_result: OnceLock<Result<(), FlushError>>,
 }
@@ -63,6 +67,7 @@ impl Shared {
             awake: AtomicBool::new(false),
             wake: Notify::new(),
             state: AtomicU8::new(OPEN),
+            enqueuing: AtomicUsize::new(0),
             final_result: OnceLock::new(),
         }
     }
@@ -89,15 +94,22 @@ impl Shared {
         self.wake.notified().await;
     }
 
+    // The state and `enqueuing` are read and written in one total order (`SeqCst`): a producer
+    // that counts itself in after the worker read "none inside" then reads the closed state.
     pub(crate) fn close(&self) {
         let _ = self
             .state
-            .compare_exchange(OPEN, CLOSED, Ordering::AcqRel, Ordering::Acquire);
+            .compare_exchange(OPEN, CLOSED, Ordering::SeqCst, Ordering::SeqCst);
     }
 
     pub(crate) fn mark_dead(&self) {
-        self.state.store(DEAD, Ordering::Release);
+        self.state.store(DEAD, Ordering::SeqCst);
         self.counters.mark_worker_died();
+    }
+
+    /// Whether a producer is inside `enqueue` now.
+    pub(crate) fn enqueuing(&self) -> bool {
+        self.enqueuing.load(Ordering::SeqCst) > 0
     }
 
     /// Whether this process is a fork of the one that made the client.
@@ -109,7 +121,7 @@ impl Shared {
         if self.forked() {
             return Some(ScoreError::Forked);
         }
-        match self.state.load(Ordering::Acquire) {
+        match self.state.load(Ordering::SeqCst) {
             OPEN => None,
             CLOSED => Some(ScoreError::ShutDown),
             _ => Some(ScoreError::WorkerDied),
@@ -193,6 +205,29 @@ struct Refused {
     error: ScoreError,
     reason: DropReason,
     record: Record,
+}
+
+/// Counts a producer out of `enqueue` however it leaves.
+struct Inside<'a>(&'a AtomicUsize);
+
+impl Drop for Inside<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+thread_local! {
+    static ON_WORKER_THREAD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Marks the current thread as a worker's (for the drop hook's calls made there).
+pub(crate) fn mark_worker_thread() {
+    ON_WORKER_THREAD.with(|on| on.set(true));
+}
+
+/// Whether this is a worker's thread: nothing there may block on the queue.
+fn on_worker_thread() -> bool {
+    ON_WORKER_THREAD.with(std::cell::Cell::get)
 }
 
 /// What the client handles use to hand records to the worker and to ask it things. Traces hold
@@ -355,6 +390,8 @@ impl Producer {
     #[allow(clippy::result_large_err)]
     fn enqueue(&self, record: Record) -> Result<(), Refused> {
         let shared = &*self.shared;
+        shared.enqueuing.fetch_add(1, Ordering::SeqCst);
+        let _inside = Inside(&shared.enqueuing);
         let before = shared.counters.accepted(record.kind(), 1);
         if let Some(error) = shared.refusal() {
             return Err(self.refuse(record, error));
@@ -368,6 +405,9 @@ impl Producer {
                 shared.wake_worker();
                 match shared.config.queue_full {
                     QueueFullPolicy::DropNew => Some(record),
+                    // A drop hook that scores runs on the worker's thread: waiting there for
+                    // room would wait for the worker itself.
+                    QueueFullPolicy::Block(_) if on_worker_thread() => Some(record),
                     QueueFullPolicy::Block(timeout) => {
                         match self.records.send_timeout(record, timeout) {
                             Ok(()) => None,

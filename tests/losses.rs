@@ -488,3 +488,93 @@ fn spans_past_500_that_the_server_refuses_are_counted_and_logged_and_the_rest_de
         "logged"
     );
 }
+
+/// A score handed in while `shutdown()` runs is delivered, or dropped and reported to the hook:
+/// never freed with the queue unreported. Rounds of four threads scoring as fast as they can
+/// while the client shuts down.
+#[test]
+fn scores_racing_shutdown_are_delivered_or_reported_never_freed_silently() {
+    for round in 0..10 {
+        let server = lenient_server();
+        let drops = Drops::default();
+        let client = client_for(&server)
+            .on_drop(drops.hook())
+            .build()
+            .expect("client");
+        let trace_id = Uuid::new_v4();
+        let scorers: Vec<_> = (0..4)
+            .map(|t| {
+                let client = client.clone();
+                thread::spawn(move || {
+                    let mut ok = 0u64;
+                    for i in 0.. {
+                        match client.score(Score::numeric(trace_id, format!("t{t}-{i}"), 0.5)) {
+                            Ok(()) => ok += 1,
+                            Err(ScoreError::QueueFull) => thread::yield_now(),
+                            Err(ScoreError::ShutDown) => break,
+                            Err(e) => panic!("unexpected {e}"),
+                        }
+                    }
+                    ok
+                })
+            })
+            .collect();
+        assert!(server.wait_for_scores(50, WAIT), "scoring started");
+        let shut = client.shutdown(WAIT);
+        let accepted_ok: u64 = scorers.into_iter().map(|h| h.join().expect("scorer")).sum();
+        let reported = drops
+            .events()
+            .iter()
+            .filter(|e| e.kind() == RecordKind::Score)
+            .count() as u64;
+        let delivered = server.score_count() as u64;
+        assert_eq!(
+            accepted_ok,
+            delivered + reported,
+            "round {round}: {accepted_ok} accepted, {delivered} delivered, {reported} reported \
+             ({shut:?}; {})",
+            client.stats()
+        );
+    }
+}
+
+/// A drop hook runs on the worker's thread: a `score()` from inside it never waits for room
+/// there (under `QueueFullPolicy::Block` it would wait for the worker itself).
+#[test]
+fn a_hook_that_scores_under_the_block_policy_never_stalls_the_worker() {
+    let server = lenient_server();
+    server.set_responder(|req| (req.path == SCORES_PATH).then_some(Fault::Status(422)));
+    let slot: std::sync::Arc<std::sync::Mutex<Option<Client>>> = Default::default();
+    let results: std::sync::Arc<std::sync::Mutex<Vec<Result<(), ScoreError>>>> = Default::default();
+    let hook = {
+        let (slot, results) = (slot.clone(), results.clone());
+        move |event: &pandaprobe::DropEvent| {
+            let client = slot.lock().expect("slot").clone();
+            if let (Some(client), true) = (client, event.name().starts_with("original")) {
+                let result = client.score(Score::numeric(Uuid::new_v4(), "from-hook", 0.5));
+                results.lock().expect("results").push(result);
+            }
+        }
+    };
+    let client = client_for(&server)
+        .max_queue_size(2)
+        .max_in_flight(1)
+        .queue_full(QueueFullPolicy::Block(Duration::from_secs(3)))
+        .on_drop(hook)
+        .build()
+        .expect("client");
+    *slot.lock().expect("slot") = Some(client.clone());
+    let started = std::time::Instant::now();
+    for i in 0..20 {
+        let _ = client.score(Score::numeric(Uuid::new_v4(), format!("original-{i}"), 0.5));
+    }
+    let _ = client.flush(WAIT);
+    let took = started.elapsed();
+    slot.lock().expect("slot").take(); // the hook's handle would keep the worker alive
+    let results = results.lock().expect("results").clone();
+    assert!(!results.is_empty(), "the hook ran");
+    assert!(
+        took < Duration::from_secs(3),
+        "{took:?}: a hook's score waited for room on the worker's thread ({results:?})"
+    );
+}

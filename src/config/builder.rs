@@ -52,7 +52,9 @@ pub enum QueueFullPolicy {
     /// waits.
     #[default]
     DropNew,
-    /// Wait up to this long for room, then drop as above.
+    /// Wait up to this long for room, then drop as above. Never on the worker's own thread
+    /// (a drop hook that scores runs there): waiting there would wait for the worker itself,
+    /// so such a call drops at once.
     Block(Duration),
 }
 

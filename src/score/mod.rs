@@ -165,6 +165,7 @@ struct Extras {
 /// # let _ = (a, b, c, d);
 /// ```
 #[derive(Clone, PartialEq)]
+#[must_use = "a score does nothing until it is handed to `score()`"]
 pub struct Score {
     trace_id: TraceIdInput,
     name: Text,
@@ -235,21 +236,18 @@ impl Score {
     }
 
     /// Sets how the server interprets the value (default NUMERIC).
-    #[must_use]
     pub fn data_type(mut self, data_type: ScoreDataType) -> Score {
         self.data_type = data_type;
         self
     }
 
     /// Adds a human-readable reason, sent as `reason`.
-    #[must_use]
     pub fn reason(mut self, reason: impl Into<Text>) -> Score {
         self.extras.get_or_insert_with(Default::default).reason = Some(reason.into());
         self
     }
 
     /// Adds metadata; it must be a JSON object (checked by `score()`).
-    #[must_use]
     pub fn metadata(mut self, metadata: serde_json::Value) -> Score {
         self.extras.get_or_insert_with(Default::default).metadata = Some(metadata);
         self

@@ -68,6 +68,30 @@ impl Worker {
         dropped
     }
 
+    /// The last look at the queue, once the run is over (shut down or died, so producers are
+    /// refused from now on): once no producer is still inside `enqueue`, what raced into the
+    /// queue after the worker's last drain is counted and hooked as dropped, not freed with
+    /// the channel unreported. A producer blocked for room (`QueueFullPolicy::Block`) gets it
+    /// from these drains; the wait is bounded all the same.
+    pub(super) fn sweep_queue(&mut self, reason: DropReason) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        let now = Instant::now();
+        loop {
+            while let Ok(record) = self.records.try_recv() {
+                for event in record_events(record, reason) {
+                    self.losses.dropped(&event, now);
+                }
+            }
+            if !self.shared.enqueuing() && self.records.is_empty() {
+                break;
+            }
+            if std::time::Instant::now() >= deadline {
+                break;
+            }
+            std::thread::yield_now();
+        }
+    }
+
     /// The worker panicked: count what it held as lost, tell every caller, refuse new records.
     pub(super) fn died(&mut self, panic: &(dyn Any + Send)) {
         self.shared.mark_dead();

@@ -11,6 +11,7 @@ use tokio::sync::mpsc;
 
 use super::transport::Transport;
 use super::Worker;
+use crate::drop_event::DropReason;
 use crate::error::ConfigError;
 use crate::producer::{Control, Shared};
 use crate::record::{Notice, Record};
@@ -65,6 +66,7 @@ pub(crate) fn spawn(
     let thread = std::thread::Builder::new()
         .name("pandaprobe-worker".into())
         .spawn(move || {
+            crate::producer::mark_worker_thread();
             let started = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -86,12 +88,19 @@ pub(crate) fn spawn(
             let mut worker = Worker::new(shared, records, notices, control, transport);
             // A panic must not take the accounting with it: the worker's state outlives it.
             let ran = std::panic::catch_unwind(AssertUnwindSafe(|| runtime.block_on(worker.run())));
-            if let Err(panic) = ran {
-                let _entered = runtime.enter();
-                worker.died(panic.as_ref());
-            }
+            let reason = match ran {
+                Ok(()) => DropReason::Shutdown,
+                Err(panic) => {
+                    let _entered = runtime.enter();
+                    worker.died(panic.as_ref());
+                    DropReason::WorkerFailed
+                }
+            };
             {
                 let _entered = runtime.enter();
+                let swept =
+                    std::panic::catch_unwind(AssertUnwindSafe(|| worker.sweep_queue(reason)));
+                drop(swept);
                 drop(worker);
             }
             runtime.shutdown_timeout(Duration::from_millis(100));
