@@ -70,6 +70,7 @@
 
 mod body;
 mod budget;
+mod capture;
 mod client;
 mod config;
 mod context;
@@ -88,6 +89,7 @@ mod trace;
 mod tracing_layer;
 mod worker;
 
+pub use capture::Capture;
 pub use client::Client;
 pub use config::{
     ClientBuilder, QueueFullPolicy, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENDPOINT,
@@ -127,6 +129,7 @@ const _: () = {
     shared::<ScoreError>();
     shared::<FlushError>();
     shared::<ConfigError>();
+    shared::<Capture>();
 };
 #[cfg(feature = "tracing-layer")]
 const _: () = {

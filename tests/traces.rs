@@ -994,3 +994,48 @@ fn stats_count_traces_apart_from_scores() {
     assert!(line.contains("traces: accepted 3, sent 3"), "{line}");
     assert!(line.contains("scores: accepted 7, sent 7"), "{line}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// In-memory capture
+// ---------------------------------------------------------------------------------------------
+
+#[test]
+fn a_capturing_client_keeps_what_it_would_send_and_sends_nothing() {
+    let capture = pandaprobe::Capture::new();
+    // A port nothing listens on: a request that went out would fail, and be retried.
+    let client = Client::builder()
+        .endpoint("http://127.0.0.1:9")
+        .capture(&capture)
+        .build()
+        .expect("no key or project needed");
+    let trace = client.start_trace("captured-agent");
+    let id = trace.trace_id();
+    for i in 0..1200 {
+        trace.span(format!("step {i}"), SpanKind::Tool).end();
+    }
+    trace
+        .score(Score::numeric(id, "relevance", 0.9))
+        .expect("held");
+    trace.end();
+    client
+        .score(Score::categorical(id, "verdict", "PASS"))
+        .expect("queued");
+    client.flush(WAIT).expect("answered in memory");
+
+    let sent = capture.trace(id).expect("captured");
+    assert_eq!(sent["name"], "captured-agent");
+    assert_eq!(
+        sent["spans"].as_array().map(Vec::len),
+        Some(1200),
+        "all of them"
+    );
+    let names: Vec<Value> = capture.scores().iter().map(|s| s["name"].clone()).collect();
+    assert_eq!(names.len(), 2);
+    assert!(names.contains(&json!("relevance")) && names.contains(&json!("verdict")));
+    let stats = client.stats();
+    assert_sent(&stats, 1, 2);
+    assert_eq!(stats.spans_added, 700);
+    assert_eq!(capture.traces().len(), 1);
+    capture.clear();
+    assert!(capture.scores().is_empty());
+}

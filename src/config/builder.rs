@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::env::{self, EnvValue};
 use super::{Config, Hook, RateLimit};
+use crate::capture::Capture;
 use crate::client::Client;
 use crate::drop_event::DropEvent;
 use crate::error::ConfigError;
@@ -146,6 +147,7 @@ pub struct ClientBuilder {
     pub(super) scores_rate_limit: Option<RateLimit>,
     pub(super) traces_rate_limit: Option<RateLimit>,
     pub(super) on_drop: Option<Hook>,
+    pub(super) capture: Option<Capture>,
     /// Environment values that did not parse, reported by `build()` unless a setter replaced them.
     pub(super) env_errors: Vec<ConfigError>,
 }
@@ -195,6 +197,7 @@ impl Default for ClientBuilder {
             scores_rate_limit: None,
             traces_rate_limit: None,
             on_drop: None,
+            capture: None,
             env_errors: Vec::new(),
         }
     }
@@ -460,6 +463,16 @@ impl ClientBuilder {
     /// on the thread that ended it, when it cannot be queued. Default none.
     pub fn on_drop(mut self, hook: impl Fn(&DropEvent) + Send + Sync + 'static) -> Self {
         self.on_drop = Some(Hook(Arc::new(hook)));
+        self
+    }
+
+    /// Keeps what the client would send in `capture` instead of sending it: for tests of code
+    /// that scores and traces, with no server. The whole pipeline runs (checks, queue, worker,
+    /// byte budget, traces longer than one request); every request is answered as a server
+    /// that stores everything at once would. No API key or project name is needed (given ones
+    /// are checked as usual); the endpoint is never contacted. See [`Capture`].
+    pub fn capture(mut self, capture: &Capture) -> Self {
+        self.capture = Some(capture.clone());
         self
     }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use reqwest::header::HeaderValue;
 use reqwest::Url;
 
+use crate::capture::Capture;
 use crate::drop_event::DropHook;
 use crate::error::ConfigError;
 use builder::ApiKey;
@@ -78,6 +79,8 @@ pub(crate) struct Config {
     pub(crate) retry_max_elapsed: Duration,
     pub(crate) max_retry_after: Duration,
     pub(crate) shutdown_timeout: Duration,
+    /// Set: requests are answered in memory and kept, not sent.
+    pub(crate) capture: Option<Capture>,
     pub(crate) queue_full: QueueFullPolicy,
     pub(crate) scores_rate_limit: Option<RateLimit>,
     pub(crate) traces_rate_limit: Option<RateLimit>,
@@ -115,8 +118,11 @@ fn resolve(b: ClientBuilder) -> Result<Config, ConfigError> {
     if let Some(e) = b.env_errors.into_iter().next() {
         return Err(e);
     }
+    // A capturing client sends nothing: it needs no key or project of its own.
+    let capturing = b.capture.is_some();
     let api_key = match b.api_key {
         Some(ApiKey(key)) if !key.trim().is_empty() => key,
+        None if capturing => "captured".to_owned(),
         _ => {
             return Err(ConfigError::Missing {
                 setting: "api_key",
@@ -133,6 +139,7 @@ fn resolve(b: ClientBuilder) -> Result<Config, ConfigError> {
     api_key.set_sensitive(true);
     let project_name = match b.project_name {
         Some(name) => validate_project_name(&name)?,
+        None if capturing => HeaderValue::from_static("captured"),
         None => {
             return Err(ConfigError::Missing {
                 setting: "project_name",
@@ -192,6 +199,7 @@ fn resolve(b: ClientBuilder) -> Result<Config, ConfigError> {
         scores_rate_limit: b.scores_rate_limit,
         traces_rate_limit: b.traces_rate_limit,
         on_drop: b.on_drop,
+        capture: b.capture,
     })
 }
 

@@ -45,6 +45,7 @@ use uuid::Uuid;
 
 use crate::body::{score_body, spans_bodies, trace_body};
 use crate::budget::Charge;
+use crate::capture::Answer as CaptureAnswer;
 use crate::config::Config;
 use crate::drop_event::{DropEvent, DropReason, RecordKind};
 use crate::error::Waiting;
@@ -86,6 +87,25 @@ const INTAKE_BYTES_PER_TURN: usize = 4 * 1024 * 1024;
 /// sent anyway (and retried until it is stored): as long as `TracingLayer` lets a trace stay
 /// open. With no room left for waiting scores, those of the trace open longest go sooner.
 const OPEN_TRACE_HOLD: Duration = Duration::from_secs(3600);
+
+/// What a capturing client's request is answered: `status`, or 404 for spans or a probe of a
+/// trace it never sent.
+fn in_memory(status: u16, answer: CaptureAnswer) -> Attempt {
+    match answer {
+        CaptureAnswer::Stored => Attempt::Answered {
+            status,
+            retry_after: None,
+            message: String::new(),
+            detail: false,
+        },
+        CaptureAnswer::NotFound => Attempt::Answered {
+            status: 404,
+            retry_after: None,
+            message: "Trace not found (captured).".into(),
+            detail: true,
+        },
+    }
+}
 
 /// One request under way: it hands back its job's key and what the attempt produced.
 type Sending = Pin<Box<dyn Future<Output = (u64, Attempt)> + Send>>;
@@ -486,11 +506,30 @@ impl Worker {
             self.finish(job, Some(DropReason::Rejected), now);
             return;
         };
+        if let Some(capture) = &config.capture {
+            let (status, answer) = match Route::of(&job) {
+                Route::Score => (201, capture.score(&job.body)),
+                Route::Trace => (202, capture.trace_sent(&job.body)),
+                Route::Spans => (201, capture.spans_added(job.trace_id, &job.body)),
+            };
+            let key = self.answered(in_memory(status, answer));
+            self.sending.insert(key, job);
+            self.shared.counters.request();
+            return;
+        }
         let client = self.transport.client(job.retry.fresh_connection());
         let (body, request_id) = (job.body.clone(), job.request_id.clone());
         let key = self.launch(client, url, Some(body), request_id);
         self.sending.insert(key, job);
         self.shared.counters.request();
+    }
+
+    /// An answer made in memory (a capturing client), handed back like a request's.
+    fn answered(&mut self, attempt: Attempt) -> u64 {
+        let key = self.next_key;
+        self.next_key += 1;
+        self.in_flight.push(Box::pin(async move { (key, attempt) }));
+        key
     }
 
     /// Puts one request under way; returns its key.
