@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use common::{
     abandoned, assert_accounted, assert_all_sent, assert_request_ids_stable, client_for,
-    hanging_server, lenient_server, parked, score_batch, score_from_threads, PROJECT, TRACE_ID,
-    WAIT,
+    hanging_server, lenient_server, parked, score_batch, score_from_threads, Drops, PROJECT,
+    TRACE_ID, WAIT,
 };
 use pandaprobe::{
     Client, ClientBuilder, ConfigError, FlushError, QueueFullPolicy, Score, ScoreDataType,
@@ -1113,4 +1113,112 @@ fn endless_durations_do_not_break_the_worker() {
     assert_eq!(stats.scores.retried, 2, "{stats}");
     assert_eq!(server.score_count(), 3);
     drop(client); // shuts down with an endless timeout: returns once drained
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS behind a private certificate authority
+// ---------------------------------------------------------------------------------------------
+
+/// A private CA and a server certificate for 127.0.0.1 signed by it: (CA PEM, chain PEM, key).
+fn private_ca() -> (String, String, String) {
+    let ca_key = rcgen::KeyPair::generate().expect("key");
+    let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, "pandaprobe test CA");
+    let ca = ca.self_signed(&ca_key).expect("CA");
+    let key = rcgen::KeyPair::generate().expect("key");
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("params")
+        .signed_by(&key, &ca, &ca_key)
+        .expect("leaf");
+    (ca.pem(), leaf.pem(), key.serialize_pem())
+}
+
+#[test]
+fn a_server_behind_a_private_ca_is_reached_once_its_root_is_added() {
+    let (ca, chain, key) = private_ca();
+    let server = TestServer::builder()
+        .lenient()
+        .tls(chain, key)
+        .start()
+        .expect("TLS test server");
+    assert!(server.url().starts_with("https://"), "{}", server.url());
+
+    // Without the root: the handshake fails, and the score is dropped, not sent in clear.
+    let drops = Drops::default();
+    let untrusting = client_for(&server)
+        .max_retries(1)
+        .retry_backoff(Duration::from_millis(10), Duration::from_millis(10))
+        .on_drop(drops.hook())
+        .build()
+        .expect("client");
+    untrusting
+        .score(Score::numeric(Uuid::new_v4(), "untrusted", 0.5))
+        .expect("queued");
+    assert!(untrusting.flush(WAIT).is_err(), "an unknown CA is refused");
+    assert_eq!(server.score_count(), 0);
+    let events = drops.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert!(
+        events[0]
+            .message()
+            .is_some_and(|m| m.contains("certificate")),
+        "the reason names the certificate: {events:?}"
+    );
+
+    // With it: delivered.
+    let client = client_for(&server)
+        .add_root_certificate(&ca)
+        .build()
+        .expect("client");
+    let trace = client.start_trace("over-tls");
+    trace
+        .score(Score::numeric(trace.trace_id(), "trusted", 0.5))
+        .expect("held");
+    trace.end();
+    client.flush(WAIT).expect("delivered over TLS");
+    assert_eq!(server.score_count(), 1);
+    assert_eq!(server.trace_count(), 1);
+}
+
+#[test]
+fn a_root_certificate_or_proxy_that_cannot_be_used_is_refused_by_build() {
+    let err = Client::builder()
+        .api_key("k")
+        .project_name("p")
+        .add_root_certificate("not a certificate")
+        .build()
+        .expect_err("refused");
+    assert!(err.to_string().contains("root_certificate"), "{err}");
+    let err = Client::builder()
+        .api_key("k")
+        .project_name("p")
+        .proxy("http://user:s3cret@[bad")
+        .build()
+        .expect_err("refused");
+    let text = format!("{err} {err:?}");
+    assert!(text.contains("proxy") && !text.contains("s3cret"), "{text}");
+}
+
+#[test]
+fn an_explicit_proxy_carries_every_request() {
+    // The test server acts as the proxy: it routes a proxied request (absolute URI) by its
+    // path. The endpoint's host does not exist, so only the proxy can deliver.
+    let proxy = lenient_server();
+    let client = Client::builder()
+        .api_key(proxy.api_key())
+        .project_name(PROJECT)
+        .endpoint("http://pandaprobe.invalid")
+        .proxy(proxy.url())
+        .build()
+        .expect("client");
+    let trace = client.start_trace("via-proxy");
+    trace
+        .score(Score::numeric(trace.trace_id(), "proxied", 0.5))
+        .expect("held");
+    trace.end();
+    client.flush(WAIT).expect("delivered through the proxy");
+    assert_eq!(proxy.trace_count(), 1);
+    assert_eq!(proxy.score_count(), 1);
 }

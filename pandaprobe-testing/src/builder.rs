@@ -59,6 +59,7 @@ pub struct TestServerBuilder {
     span_write_time: Duration,
     worker_threads: usize,
     record_requests: bool,
+    tls: Option<(String, String)>,
 }
 
 impl Default for TestServerBuilder {
@@ -95,6 +96,7 @@ impl Default for TestServerBuilder {
             span_write_time: DEFAULT_SPAN_WRITE_TIME,
             worker_threads: 1,
             record_requests: true,
+            tls: None,
         }
     }
 }
@@ -234,16 +236,30 @@ impl TestServerBuilder {
 
     /// Start the server thread and, unless [`bind_later`](Self::bind_later) is set, listen.
     ///
+    /// Serves HTTPS with this certificate chain (PEM, the server's certificate first; name it
+    /// for `127.0.0.1`) and private key (PEM): for testing a client against a server behind a
+    /// private certificate authority. [`TestServer::url`] then starts with `https://`.
+    pub fn tls(mut self, cert_chain_pem: impl Into<String>, key_pem: impl Into<String>) -> Self {
+        self.tls = Some((cert_chain_pem.into(), key_pem.into()));
+        self
+    }
+
     /// # Errors
     ///
-    /// The port cannot be bound, the runtime or the thread cannot be created.
+    /// The port cannot be bound, the runtime or the thread cannot be created, or the TLS
+    /// certificate or key cannot be used.
     pub fn start(self) -> io::Result<TestServer> {
         let mut addr = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port));
         if self.bind_later {
             // Learn a free port now so that `url()` is known before anything listens.
             addr = std::net::TcpListener::bind(addr)?.local_addr()?;
         }
+        let tls = match &self.tls {
+            Some((chain, key)) => Some(crate::tls::acceptor(chain, key)?),
+            None => None,
+        };
         let settings = Settings {
+            tls,
             api_key: self.api_key,
             require_known_traces: self.require_known_traces,
             record_requests: self.record_requests,

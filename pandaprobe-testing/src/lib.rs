@@ -139,6 +139,7 @@ mod span_body;
 mod state;
 mod test_server;
 mod timestamp;
+mod tls;
 mod trace_body;
 mod trace_db;
 mod trace_paths;

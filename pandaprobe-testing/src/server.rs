@@ -274,6 +274,20 @@ async fn accept_loop(
 
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
     let _ = stream.set_nodelay(true);
+    match shared.tls().cloned() {
+        Some(tls) => {
+            if let Ok(stream) = tls.accept(stream).await {
+                serve(stream, shared).await;
+            }
+        }
+        None => serve(stream, shared).await,
+    }
+}
+
+async fn serve<S>(stream: S, shared: Arc<Shared>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let close = Arc::new(CloseSignal::default());
     let io = TokioIo::new(ClosingIo::new(stream, Arc::clone(&close)));
     let service = service_fn(move |req| {

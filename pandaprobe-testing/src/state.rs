@@ -32,9 +32,12 @@ pub(crate) struct Settings {
     pub(crate) store_workers: usize,
     pub(crate) trace_quota: Option<u64>,
     pub(crate) span_write_time: Duration,
+    pub(crate) tls: Option<tokio_rustls::TlsAcceptor>,
 }
 
 pub(crate) struct Shared {
+    /// Set: connections speak TLS.
+    tls: Option<tokio_rustls::TlsAcceptor>,
     api_key: String,
     require_known_traces: bool,
     record_requests: bool,
@@ -177,6 +180,7 @@ impl State {
 impl Shared {
     pub(crate) fn new(settings: Settings) -> Self {
         Shared {
+            tls: settings.tls,
             api_key: settings.api_key,
             require_known_traces: settings.require_known_traces,
             record_requests: settings.record_requests,
@@ -193,6 +197,11 @@ impl Shared {
             }),
             changed: Condvar::new(),
         }
+    }
+
+    /// The TLS acceptor, for a server started with `tls`.
+    pub(crate) fn tls(&self) -> Option<&tokio_rustls::TlsAcceptor> {
+        self.tls.as_ref()
     }
 
     fn lock_state(&self) -> MutexGuard<'_, State> {

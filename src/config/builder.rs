@@ -148,6 +148,8 @@ pub struct ClientBuilder {
     pub(super) traces_rate_limit: Option<RateLimit>,
     pub(super) on_drop: Option<Hook>,
     pub(super) capture: Option<Capture>,
+    pub(super) root_certificates: Vec<Vec<u8>>,
+    pub(super) proxy: Option<String>,
     /// Environment values that did not parse, reported by `build()` unless a setter replaced them.
     pub(super) env_errors: Vec<ConfigError>,
 }
@@ -198,6 +200,8 @@ impl Default for ClientBuilder {
             traces_rate_limit: None,
             on_drop: None,
             capture: None,
+            root_certificates: Vec::new(),
+            proxy: None,
             env_errors: Vec::new(),
         }
     }
@@ -463,6 +467,24 @@ impl ClientBuilder {
     /// on the thread that ended it, when it cannot be queued. Default none.
     pub fn on_drop(mut self, hook: impl Fn(&DropEvent) + Send + Sync + 'static) -> Self {
         self.on_drop = Some(Hook(Arc::new(hook)));
+        self
+    }
+
+    /// Also trusts the certificates in `pem` (one or more, PEM): for a self-hosted server behind
+    /// a private certificate authority or a TLS-intercepting proxy. The built-in roots (Mozilla's,
+    /// through `webpki-roots`; with the `native-roots` feature, the system's too) stay trusted.
+    /// Checked by `build()`. May be called more than once.
+    pub fn add_root_certificate(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.root_certificates.push(pem.as_ref().to_vec());
+        self
+    }
+
+    /// Sends every request through this proxy (`http://`, `https://` or `socks5://` are what
+    /// reqwest takes; `http://user:password@host:port` carries credentials, which are never
+    /// printed). Without it, the `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY` and `NO_PROXY`
+    /// environment variables apply, as in most HTTP clients. Checked by `build()`.
+    pub fn proxy(mut self, url: impl Into<String>) -> Self {
+        self.proxy = Some(url.into());
         self
     }
 

@@ -124,6 +124,17 @@ impl Transport {
                 .http1_only()
         };
         let max_idle = config.max_in_flight;
+        let (roots, proxy) = (config.root_certificates.clone(), config.proxy.clone());
+        let builder = move || {
+            let mut builder = builder();
+            for root in &roots {
+                builder = builder.add_root_certificate(root.clone());
+            }
+            match &proxy {
+                Some(proxy) => builder.proxy(proxy.0.clone()),
+                None => builder,
+            }
+        };
         Ok(Transport {
             pooled: builder().pool_max_idle_per_host(max_idle).build()?,
             fresh: builder().pool_max_idle_per_host(0).build()?,
