@@ -374,6 +374,12 @@ fn the_global_score_holds_no_lock_while_the_client_works() {
         result
     });
     assert!(server.wait_for_requests(1, WAIT));
+    // The blocked score is counted as accepted once it is inside the client, waiting for room:
+    // only then is the global replaced (else it would go to the new one).
+    assert!(
+        wait_until(WAIT, || _guard.client().stats().scores.accepted == 4),
+        "the score is waiting for room"
+    );
     let replaced = thread::spawn(move || {
         let guard = pandaprobe::init(Client::disabled());
         let _ = done_tx.send("init");

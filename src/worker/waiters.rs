@@ -48,6 +48,9 @@ impl Drops {
 /// A flush caller waiting for every record before `target` in queue order.
 struct FlushWaiter {
     target: u64,
+    /// Drops of the records it waits for: those before `target` that no earlier call reported,
+    /// and those dropped while it waits (each concurrent flush sees its own).
+    drops: Drops,
     deadline: Instant,
     timeout: Duration,
     reply: Reply,
@@ -57,6 +60,8 @@ struct ShutdownState {
     deadline: Instant,
     timeout: Duration,
     replies: Vec<Reply>,
+    /// Drops while it runs.
+    drops: Drops,
 }
 
 /// Positions of drops kept for the next flush at most; older ones are merged into one entry.
@@ -66,8 +71,8 @@ const MAX_UNREPORTED: usize = 4096;
 pub(crate) struct Waiters {
     flushes: Vec<FlushWaiter>,
     shutdown: Option<ShutdownState>,
-    /// Drops no flush or shutdown has reported yet, by queue position: each is reported once,
-    /// to the first flush answered whose records include it, whenever it happened.
+    /// Drops that happened while no flush or shutdown waited for them, by queue position: each
+    /// is reported once, to the next flush whose records include it.
     unreported: BTreeMap<u64, Drops>,
 }
 
@@ -83,8 +88,10 @@ impl Waiters {
             reply.send(Err(FlushError::ShutDown));
             return;
         }
+        let drops = self.take_drops(target);
         self.flushes.push(FlushWaiter {
             target,
+            drops,
             deadline: deadline(now, timeout),
             timeout,
             reply,
@@ -98,6 +105,7 @@ impl Waiters {
             deadline,
             timeout,
             replies: Vec::new(),
+            drops: Drops::default(),
         });
         if deadline < state.deadline {
             state.deadline = deadline;
@@ -113,6 +121,18 @@ impl Waiters {
 
     /// A record at queue position `position` was dropped.
     pub(crate) fn dropped(&mut self, position: u64, reason: DropReason) {
+        let mut seen = false;
+        for waiter in self.flushes.iter_mut().filter(|w| position < w.target) {
+            waiter.drops.add(reason);
+            seen = true;
+        }
+        if let Some(state) = &mut self.shutdown {
+            state.drops.add(reason);
+            seen = true;
+        }
+        if seen {
+            return;
+        }
         self.unreported.entry(position).or_default().add(reason);
         if self.unreported.len() > MAX_UNREPORTED {
             // Merge the older half into its newest position: reported a little early, never lost.
@@ -158,7 +178,7 @@ impl Waiters {
             if done || now >= waiter.deadline {
                 let waiter = self.flushes.swap_remove(i);
                 let result = if done {
-                    self.take_drops(waiter.target).result()
+                    waiter.drops.result()
                 } else {
                     Err(FlushError::Timeout {
                         pending: barrier.pending_before(waiter.target),
@@ -190,7 +210,8 @@ impl Waiters {
         let Some(state) = self.shutdown.take() else {
             return Ok(());
         };
-        let drops = self.take_drops(u64::MAX);
+        let mut drops = self.take_drops(u64::MAX);
+        drops.merge(state.drops);
         let result = if abandoned > 0 {
             Err(FlushError::Timeout {
                 pending: abandoned,
@@ -348,6 +369,39 @@ mod tests {
         assert_eq!(b_rx.try_recv(), Ok(expected));
         assert_eq!(flush_rx.try_recv(), Ok(Err(FlushError::ShutDown)));
         assert!(!w.shutting_down());
+    }
+
+    #[test]
+    fn concurrent_flushes_each_see_the_drops_of_their_records() {
+        let t0 = Instant::now();
+        let mut w = Waiters::default();
+        let mut barrier = FlushBarrier::default();
+        let positions: Vec<u64> = (0..3).map(|_| barrier.take()).collect();
+        for &p in &positions {
+            barrier.open(p);
+        }
+        w.dropped(positions[0], DropReason::Rejected); // before any flush: the next one's
+        let (a, a_rx) = reply();
+        let (b, b_rx) = reply();
+        w.flush(2, SECOND, a, t0);
+        w.flush(3, SECOND, b, t0);
+        w.dropped(positions[1], DropReason::RetriesExhausted); // both wait for it
+        w.dropped(positions[2], DropReason::Rejected); // only the second
+        for &p in &positions {
+            barrier.close(p);
+        }
+        w.answer_flushes(&barrier, t0, Waiting::default());
+        let dropped = |n, reason| Ok(Err(FlushError::Dropped { dropped: n, reason }));
+        assert_eq!(a_rx.try_recv(), dropped(2, DropReason::Rejected));
+        assert_eq!(b_rx.try_recv(), dropped(2, DropReason::RetriesExhausted));
+        let (c, c_rx) = reply();
+        w.flush(3, SECOND, c, t0);
+        w.answer_flushes(&barrier, t0, Waiting::default());
+        assert_eq!(
+            c_rx.try_recv(),
+            Ok(Ok(())),
+            "reported already, to the earlier ones"
+        );
     }
 
     #[test]
