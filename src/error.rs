@@ -35,10 +35,52 @@ pub enum ConfigError {
         /// What is wrong and what would be accepted.
         reason: String,
     },
-    /// The worker thread or its runtime could not be started.
-    #[error("could not start the pandaprobe worker: {0}")]
-    Worker(String),
+    /// The worker thread, its runtime or its HTTP client could not be started; `source` is
+    /// the underlying error.
+    #[error("could not start the pandaprobe worker: {source}")]
+    Worker {
+        /// What the operating system, tokio or the HTTP stack said.
+        #[source]
+        source: StartError,
+    },
 }
+
+/// The error under [`ConfigError::Worker`]: kept whole (its own `source()` chain included), and
+/// shared, so that the error stays `Clone` and comparable (by its text).
+#[derive(Debug, Clone)]
+pub struct StartError(std::sync::Arc<dyn std::error::Error + Send + Sync>);
+
+impl StartError {
+    pub(crate) fn new(error: impl std::error::Error + Send + Sync + 'static) -> StartError {
+        StartError(std::sync::Arc::new(error))
+    }
+
+    pub(crate) fn stopped() -> StartError {
+        StartError::new(std::io::Error::other(
+            "the worker thread stopped before it was ready",
+        ))
+    }
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for StartError {
+    fn eq(&self, other: &StartError) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for StartError {}
 
 /// Why [`Client::score`](crate::Client::score) refused a score. A refused score is not queued
 /// and not counted as accepted, except for [`ScoreError::QueueFull`],
@@ -249,4 +291,25 @@ pub enum FlushError {
         "the pandaprobe worker has died; undelivered records were dropped (see the ERROR log)"
     )]
     WorkerDied,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn a_worker_that_cannot_start_keeps_the_cause() {
+        let cause = std::io::Error::other("no threads left");
+        let err = ConfigError::Worker {
+            source: StartError::new(cause),
+        };
+        assert_eq!(
+            err.to_string(),
+            "could not start the pandaprobe worker: no threads left"
+        );
+        let source = err.source().expect("a source");
+        assert_eq!(source.to_string(), "no threads left");
+        assert_eq!(err.clone(), err, "still Clone and Eq");
+    }
 }

@@ -100,7 +100,7 @@ pub use config::{
 };
 pub use context::{current_trace_id, EnteredTrace, InScope};
 pub use drop_event::{DropEvent, DropReason, RecordKind};
-pub use error::{ConfigError, FlushError, ScoreError, Waiting};
+pub use error::{ConfigError, FlushError, ScoreError, StartError, Waiting};
 pub use global::{
     client, flush, flush_async, init, score, shutdown, shutdown_async, start_trace, trace,
     ClientGuard,

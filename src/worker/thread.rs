@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use super::transport::Transport;
 use super::Worker;
 use crate::drop_event::DropReason;
-use crate::error::ConfigError;
+use crate::error::{ConfigError, StartError};
 use crate::producer::{Control, Shared};
 use crate::record::{Notice, Record};
 
@@ -70,13 +70,8 @@ pub(crate) fn spawn(
             let started = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
-                .map_err(|e| e.to_string())
-                .and_then(|rt| {
-                    Ok((
-                        rt,
-                        Transport::new(&shared.config).map_err(|e| e.to_string())?,
-                    ))
-                });
+                .map_err(StartError::new)
+                .and_then(|rt| Ok((rt, Transport::new(&shared.config).map_err(StartError::new)?)));
             let (runtime, transport) = match started {
                 Ok(parts) => parts,
                 Err(e) => {
@@ -106,13 +101,17 @@ pub(crate) fn spawn(
             runtime.shutdown_timeout(Duration::from_millis(100));
             drop(exit_tx);
         })
-        .map_err(|e| ConfigError::Worker(e.to_string()))?;
+        .map_err(|e| ConfigError::Worker {
+            source: StartError::new(e),
+        })?;
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(WorkerHandle {
             thread: Mutex::new(Some(thread)),
             exited,
         }),
-        Ok(Err(e)) => Err(ConfigError::Worker(e)),
-        Err(_) => Err(ConfigError::Worker("the worker thread stopped".into())),
+        Ok(Err(source)) => Err(ConfigError::Worker { source }),
+        Err(_) => Err(ConfigError::Worker {
+            source: StartError::stopped(),
+        }),
     }
 }
