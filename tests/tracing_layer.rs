@@ -419,3 +419,80 @@ fn a_root_open_too_long_is_sent_when_the_next_root_opens() {
         .collect();
     assert_eq!(names, [json!("stuck"), json!("next")]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Spans that follow the OpenTelemetry GenAI conventions (rig and others), taken unmarked
+// ---------------------------------------------------------------------------------------------
+
+/// An agent run as rig describes it: an `invoke_agent` span around `chat` and `execute_tool`
+/// spans, with the conventions' fields and no PandaProbe mark.
+fn gen_ai_agent_run() {
+    let agent = info_span!(
+        "invoke_agent researcher",
+        gen_ai.operation.name = "invoke_agent",
+        gen_ai.agent.name = "researcher",
+        gen_ai.provider.name = "openai",
+    );
+    let _agent = agent.enter();
+    let chat = info_span!(
+        "chat gpt-4o",
+        gen_ai.operation.name = "chat",
+        gen_ai.provider.name = "openai",
+        gen_ai.request.model = "gpt-4o",
+        gen_ai.request.temperature = 0.2,
+        gen_ai.request.max_tokens = 256,
+        gen_ai.input.messages = r#"[{"role":"user","content":"What is PandaProbe?"}]"#,
+        gen_ai.output.messages = Empty,
+        gen_ai.usage.input_tokens = Empty,
+        gen_ai.usage.output_tokens = Empty,
+    );
+    chat.in_scope(|| {
+        let tool = info_span!(
+            "execute_tool search",
+            gen_ai.operation.name = "execute_tool",
+            gen_ai.tool.name = "search",
+            gen_ai.tool.call.arguments = r#"{"q":"pandaprobe"}"#,
+            gen_ai.tool.call.result = "an observability platform",
+        );
+        drop(tool.enter());
+    });
+    chat.record(
+        "gen_ai.output.messages",
+        r#"[{"role":"assistant","content":"An observability platform."}]"#,
+    );
+    chat.record("gen_ai.usage.input_tokens", 12);
+    chat.record("gen_ai.usage.output_tokens", 5);
+}
+
+#[test]
+fn gen_ai_spans_become_an_agent_trace_with_llm_and_tool_spans_without_marks() {
+    let (traces, ()) = traces_of(|_| gen_ai_agent_run());
+    let trace = only(&traces);
+    assert_eq!(trace["name"], "researcher", "named by gen_ai.agent.name");
+    let chat = span(trace, "chat gpt-4o");
+    assert_eq!(chat["kind"], "LLM");
+    assert_eq!(chat["model"], "gpt-4o");
+    assert_eq!(chat["input"][0]["content"], "What is PandaProbe?");
+    assert_eq!(chat["output"][0]["role"], "assistant");
+    assert_eq!(chat["token_usage"]["prompt_tokens"], 12);
+    assert_eq!(chat["token_usage"]["completion_tokens"], 5);
+    assert_eq!(
+        chat["model_parameters"],
+        json!({"temperature": 0.2, "max_tokens": 256})
+    );
+    assert_eq!(chat["metadata"]["gen_ai.provider.name"], "openai");
+    let tool = span(trace, "execute_tool search");
+    assert_eq!(tool["kind"], "TOOL");
+    assert_eq!(tool["input"], json!({"q": "pandaprobe"}));
+    assert_eq!(tool["output"], "an observability platform");
+    assert_eq!(tool["parent_span_id"], chat["span_id"], "nested as emitted");
+}
+
+#[test]
+fn gen_ai_spans_can_be_left_alone() {
+    let (traces, ()) = traces_with(
+        |c| TracingLayer::new(c).gen_ai(false),
+        |_| gen_ai_agent_run(),
+    );
+    assert!(traces.is_empty(), "{traces:#?}");
+}

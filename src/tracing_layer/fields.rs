@@ -6,10 +6,28 @@ use std::fmt;
 use serde_json::Value;
 use tracing::field::{Field, Visit};
 
+use crate::trace::SpanKind;
+
 /// The field that makes a span a trace; a string value names it.
 pub(super) const TRACE_MARK: &str = "pandaprobe.trace";
 /// The field that makes a span inside a trace one of its spans; the value names the kind.
 pub(super) const KIND_MARK: &str = "pandaprobe.kind";
+/// The OpenTelemetry GenAI conventions' operation (`chat`, `execute_tool`, `invoke_agent`, …):
+/// a span that has it is a GenAI span (rig and others emit them), taken without a mark.
+pub(super) const GEN_AI_OPERATION: &str = "gen_ai.operation.name";
+/// Names the trace a GenAI agent span opens.
+pub(super) const GEN_AI_AGENT_NAME: &str = "gen_ai.agent.name";
+
+/// The span kind of a GenAI operation.
+pub(super) fn gen_ai_kind(operation: &str) -> SpanKind {
+    match operation {
+        "chat" | "text_completion" | "generate_content" => SpanKind::Llm,
+        "embeddings" => SpanKind::Embedding,
+        "execute_tool" => SpanKind::Tool,
+        "invoke_agent" | "create_agent" => SpanKind::Agent,
+        _ => SpanKind::Other,
+    }
+}
 
 /// A field's value as `tracing` recorded it.
 #[derive(Debug, Clone, PartialEq)]
@@ -176,6 +194,8 @@ pub(super) enum Mapped {
     SessionId(String),
     UserId(String),
     Tags(Vec<String>),
+    /// A request parameter of a GenAI span (`gen_ai.request.temperature` → `temperature`).
+    ModelParameter(&'static str, Value),
     /// Status ERROR, with the error's text when there is one.
     Error(Option<String>),
     Metadata(&'static str, Value),
@@ -193,7 +213,29 @@ pub(super) fn map_field(name: &'static str, value: FieldValue, role: Role) -> Op
             FieldValue::Text(s) if s.is_empty() => Mapped::Error(None),
             other => Mapped::Error(Some(other.into_text())),
         },
-        ("model" | "gen_ai.request.model", Role::Span) => Mapped::Model(value.into_text()),
+        ("model" | "gen_ai.request.model" | "gen_ai.response.model", Role::Span) => {
+            Mapped::Model(value.into_text())
+        }
+        // The GenAI conventions' content (recorded when the emitter's content capture is on).
+        ("gen_ai.input.messages" | "gen_ai.prompt" | "gen_ai.tool.call.arguments", _) => {
+            Mapped::Input(parse_json(value))
+        }
+        ("gen_ai.output.messages" | "gen_ai.completion" | "gen_ai.tool.call.result", _) => {
+            Mapped::Output(parse_json(value))
+        }
+        (
+            "gen_ai.request.temperature"
+            | "gen_ai.request.max_tokens"
+            | "gen_ai.request.top_p"
+            | "gen_ai.request.top_k"
+            | "gen_ai.request.frequency_penalty"
+            | "gen_ai.request.presence_penalty"
+            | "gen_ai.request.seed",
+            Role::Span,
+        ) => Mapped::ModelParameter(
+            name.strip_prefix("gen_ai.request.").unwrap_or(name),
+            value.into_json(),
+        ),
         ("prompt_tokens" | "gen_ai.usage.input_tokens", Role::Span) => match value.as_count() {
             Some(n) => Mapped::PromptTokens(n),
             None => Mapped::Metadata(name, value.into_json()),
@@ -325,6 +367,37 @@ mod tests {
             span("output", FieldValue::Uint(7)),
             Some(Mapped::Output(json!(7)))
         );
+    }
+
+    #[test]
+    fn gen_ai_content_parameters_and_kinds() {
+        let messages = text(r#"[{"role":"user","content":"hi"}]"#);
+        assert_eq!(
+            span("gen_ai.input.messages", messages),
+            Some(Mapped::Input(json!([{"role": "user", "content": "hi"}])))
+        );
+        assert_eq!(
+            span("gen_ai.tool.call.result", text("42")),
+            Some(Mapped::Output(json!("42")))
+        );
+        assert_eq!(
+            span("gen_ai.request.temperature", FieldValue::Float(0.5)),
+            Some(Mapped::ModelParameter("temperature", json!(0.5)))
+        );
+        assert_eq!(
+            trace("gen_ai.request.temperature", FieldValue::Float(0.5)),
+            Some(Mapped::Metadata("gen_ai.request.temperature", json!(0.5))),
+            "a trace has no model parameters"
+        );
+        for (operation, kind) in [
+            ("chat", SpanKind::Llm),
+            ("execute_tool", SpanKind::Tool),
+            ("invoke_agent", SpanKind::Agent),
+            ("embeddings", SpanKind::Embedding),
+            ("something_new", SpanKind::Other),
+        ] {
+            assert_eq!(gen_ai_kind(operation), kind, "{operation}");
+        }
     }
 
     #[test]

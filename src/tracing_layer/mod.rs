@@ -17,7 +17,10 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::{LookupSpan, Registry};
 use uuid::Uuid;
 
-use self::fields::{ErrorMessage, FieldValues, KIND_MARK, TRACE_MARK};
+use self::fields::{
+    gen_ai_kind, ErrorMessage, FieldValues, GEN_AI_AGENT_NAME, GEN_AI_OPERATION, KIND_MARK,
+    TRACE_MARK,
+};
 use self::node::Node;
 use self::open_roots::OpenRoots;
 use crate::client::Client;
@@ -36,7 +39,11 @@ type Selector = Arc<dyn Fn(&Metadata<'_>) -> bool + Send + Sync>;
 /// |---|---|
 /// | `pandaprobe.trace` | the span is a **trace**, named by the field's value if it is a string, else by the span's name (inside another trace it is a span of that trace) |
 /// | `pandaprobe.kind` | the span, inside a trace, is a **span** of it, under the nearest marked span; the value names the [`SpanKind`] (`"llm"`, `"tool"`, any case; unknown: `OTHER`) |
-/// | `model`, `gen_ai.request.model` | span: `model` |
+/// | `gen_ai.operation.name` (OpenTelemetry GenAI conventions, as rig emits them) | the span is taken without a mark (see [`gen_ai`](Self::gen_ai)): `chat` → LLM, `execute_tool` → TOOL, `invoke_agent` → AGENT, `embeddings` → EMBEDDING; outside a trace it opens one, named by `gen_ai.agent.name` |
+/// | `model`, `gen_ai.request.model`, `gen_ai.response.model` | span: `model` |
+/// | `gen_ai.input.messages`, `gen_ai.prompt`, `gen_ai.tool.call.arguments` | `input` (JSON parsed as below) |
+/// | `gen_ai.output.messages`, `gen_ai.completion`, `gen_ai.tool.call.result` | `output` |
+/// | `gen_ai.request.temperature`, `max_tokens`, `top_p`, `top_k`, `frequency_penalty`, `presence_penalty`, `seed` | span: `model_parameters` (`temperature`, …) |
 /// | `prompt_tokens`, `gen_ai.usage.input_tokens` | span: `token_usage.prompt_tokens` |
 /// | `completion_tokens`, `gen_ai.usage.output_tokens` | span: `token_usage.completion_tokens` |
 /// | `cost` (a number) | span: `cost.total` |
@@ -46,7 +53,7 @@ type Selector = Arc<dyn Fn(&Metadata<'_>) -> bool + Send + Sync>;
 /// | `error` | status `ERROR`, with the value as the span's `error` (a trace's `metadata.error`); `false` means no error |
 /// | any other field | a key of `metadata` (as are the span-only fields of a trace, the trace-only fields of a span, and counts or costs that are not numbers) |
 ///
-/// A span that is neither marked nor selected by [`root_if`](Self::root_if) or
+/// A span that is neither marked, nor a GenAI span, nor selected by [`root_if`](Self::root_if) or
 /// [`span_if`](Self::span_if) is ignored, as is a span marked `pandaprobe.kind` outside any
 /// trace: the spans of other libraries never become traces unless you select them.
 ///
@@ -131,6 +138,8 @@ pub struct TracingLayer {
     id: u64,
     root_if: Option<Selector>,
     span_if: Option<Selector>,
+    /// Takes GenAI spans (`gen_ai.operation.name`) without a mark.
+    gen_ai: bool,
     open: Mutex<OpenRoots>,
 }
 
@@ -159,6 +168,7 @@ impl TracingLayer {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             root_if: None,
             span_if: None,
+            gen_ai: true,
             open: Mutex::new(OpenRoots::new(DEFAULT_MAX_TRACE_DURATION)),
         }
     }
@@ -182,6 +192,16 @@ impl TracingLayer {
         F: Fn(&Metadata<'_>) -> bool + Send + Sync + 'static,
     {
         self.span_if = Some(Arc::new(select));
+        self
+    }
+
+    /// Whether spans that follow the OpenTelemetry GenAI conventions (they carry
+    /// `gen_ai.operation.name`, as rig's agent, model and tool spans do) are taken without a
+    /// mark: inside a trace as spans (`chat` → LLM, `execute_tool` → TOOL, `invoke_agent` →
+    /// AGENT, `embeddings` → EMBEDDING), outside any as a trace (named by
+    /// `gen_ai.agent.name`, else the span). Default `true`.
+    pub fn gen_ai(mut self, take: bool) -> Self {
+        self.gen_ai = take;
         self
     }
 
@@ -220,8 +240,10 @@ where
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
         let meta = attrs.metadata();
         let selected = |selector: &Option<Selector>| selector.as_ref().is_some_and(|f| f(meta));
-        let is_root = meta.fields().field(TRACE_MARK).is_some() || selected(&self.root_if);
-        let is_span = meta.fields().field(KIND_MARK).is_some() || selected(&self.span_if);
+        let gen_ai = self.gen_ai && meta.fields().field(GEN_AI_OPERATION).is_some();
+        let is_root =
+            meta.fields().field(TRACE_MARK).is_some() || selected(&self.root_if) || gen_ai;
+        let is_span = meta.fields().field(KIND_MARK).is_some() || selected(&self.span_if) || gen_ai;
         if !is_root && !is_span {
             return;
         }
@@ -233,11 +255,16 @@ where
         }
         let mut values = FieldValues::default();
         attrs.record(&mut values);
-        let name = values.text(TRACE_MARK).unwrap_or(meta.name());
-        let kind = values
-            .text(KIND_MARK)
-            .and_then(SpanKind::from_name)
-            .unwrap_or_default();
+        let agent = gen_ai.then(|| values.text(GEN_AI_AGENT_NAME)).flatten();
+        let name = values.text(TRACE_MARK).or(agent).unwrap_or(meta.name());
+        let kind = match values.text(KIND_MARK).and_then(SpanKind::from_name) {
+            Some(kind) => kind,
+            None if gen_ai => values
+                .text(GEN_AI_OPERATION)
+                .map(gen_ai_kind)
+                .unwrap_or_default(),
+            None => SpanKind::default(),
+        };
 
         // The child is opened while the parent's extensions are read-locked: the SDK logs
         // nothing there, so no hook can re-enter that lock.

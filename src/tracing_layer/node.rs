@@ -24,6 +24,7 @@ pub(super) struct Node {
     metadata: Map<String, Value>,
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
+    model_parameters: Map<String, Value>,
     failed: bool,
 }
 
@@ -43,6 +44,7 @@ impl Node {
             metadata: Map::new(),
             prompt_tokens: None,
             completion_tokens: None,
+            model_parameters: Map::new(),
             failed: false,
         }
     }
@@ -80,7 +82,8 @@ impl Node {
             Target::Trace(_) => Role::Trace,
             Target::Span(_) => Role::Span,
         };
-        let (mut metadata_changed, mut tokens_changed) = (false, false);
+        let (mut metadata_changed, mut tokens_changed, mut parameters_changed) =
+            (false, false, false);
         for (name, value) in values.0 {
             let Some(mapped) = map_field(name, value, role) else {
                 continue;
@@ -99,6 +102,10 @@ impl Node {
                     tokens_changed = true;
                 }
                 (_, Mapped::Error(error)) => self.fail(error),
+                (_, Mapped::ModelParameter(key, value)) => {
+                    self.model_parameters.insert(key.to_owned(), value);
+                    parameters_changed = true;
+                }
                 (Target::Trace(t), Mapped::Input(v)) => t.set_input(v),
                 (Target::Trace(t), Mapped::Output(v)) => t.set_output(v),
                 (Target::Trace(t), Mapped::SessionId(id)) => t.set_session_id(id),
@@ -118,6 +125,9 @@ impl Node {
         }
         if metadata_changed {
             self.flush_metadata();
+        }
+        if let (true, Target::Span(span)) = (parameters_changed, &self.target) {
+            span.set_model_parameters(Value::Object(self.model_parameters.clone()));
         }
         if tokens_changed {
             if let Target::Span(span) = &self.target {
