@@ -214,7 +214,11 @@ impl<J> TraceGate<J> {
                 probe,
                 schedule,
             }) => {
-                // Sent again while the first is being stored: it keeps its place.
+                // Sent again while the first is being stored: it keeps its place (and is asked
+                // about from now on if it held nothing so far).
+                if held.is_empty() && !jobs.is_empty() && self.idle.remove(&order).is_some() {
+                    self.accepted.insert(order, trace_id);
+                }
                 let mut entry = Entry::Storing {
                     held,
                     order,
@@ -343,8 +347,16 @@ impl<J> TraceGate<J> {
                 if asked <= 1 {
                     self.probed_at_once = (self.probed_at_once + 1).min(MOST_PROBED_AT_ONCE);
                 }
-                // The server stores in about the order it accepted: the older ones likely too.
-                for id in self.accepted.range(..order).map(|(_, id)| *id) {
+                // The server stores in about the order it accepted: the older ones likely too
+                // (only those being asked about: the rest are asked at once when their turn
+                // comes, and walking them all would cost a pass per answer).
+                let older: Vec<Uuid> = self
+                    .accepted
+                    .range(..order)
+                    .take(self.probed_at_once)
+                    .map(|(_, id)| *id)
+                    .collect();
+                for id in older {
                     if let Some(Entry::Storing { schedule, .. }) = self.entries.get_mut(&id) {
                         schedule.hurry(now);
                     }

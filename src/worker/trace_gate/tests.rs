@@ -252,3 +252,19 @@ fn a_dropped_trace_takes_its_jobs_and_drain_empties_the_gate() {
     assert_eq!(g.held(), 0);
     assert_eq!(g.next_due(), None);
 }
+
+#[test]
+fn a_trace_sent_again_with_scores_after_its_202_is_asked_about() {
+    let (mut g, t0) = gate(100);
+    let a = Uuid::new_v4();
+    g.trace_queued(a, Vec::new(), ProbeRequest::Get);
+    g.trace_accepted(a, t0);
+    assert_eq!(g.next_due(), None, "idle");
+    g.trace_queued(a, vec![7], ProbeRequest::Get);
+    let at = g.next_due().expect("asked about now");
+    assert_eq!(g.due_probes(at, 8), [(a, ProbeRequest::Get)]);
+    assert_eq!(
+        g.probe_answered(a, Readiness::Stored, at),
+        Released::Go(vec![7])
+    );
+}
