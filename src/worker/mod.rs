@@ -503,6 +503,9 @@ impl Worker {
         };
         let Some(url) = url else {
             // Never for an endpoint the builder accepted; should it happen, it is counted.
+            let route = Route::of(&job);
+            self.lane(route)
+                .finished(now, now, rate_window::Answer::Other);
             self.finish(job, Some(DropReason::Rejected), now);
             return;
         };
