@@ -496,3 +496,48 @@ fn gen_ai_spans_can_be_left_alone() {
     );
     assert!(traces.is_empty(), "{traces:#?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// `#[instrument]`: arguments, return values and errors
+// ---------------------------------------------------------------------------------------------
+
+#[tracing::instrument(fields(pandaprobe.kind = "tool"), ret)]
+fn lookup(city: &str) -> String {
+    format!("sunny in {city}")
+}
+
+#[tracing::instrument(fields(pandaprobe.kind = "tool"), ret, err)]
+fn forecast(days: u32) -> Result<Vec<String>, String> {
+    if days > 7 {
+        return Err(format!("{days} days is too far"));
+    }
+    Ok(vec!["sun".into(); days as usize])
+}
+
+#[test]
+fn instrument_ret_is_the_spans_output_err_its_error_and_arguments_its_metadata() {
+    let (traces, ()) = traces_of(|_| {
+        let root = info_span!("weather", pandaprobe.trace = "weather-agent");
+        let _root = root.enter();
+        lookup("Paris");
+        let _ = forecast(2);
+        let _ = forecast(30);
+    });
+    let trace = only(&traces);
+    let lookup = span(trace, "lookup");
+    assert_eq!(lookup["output"], "sunny in Paris", "unquoted: {lookup:#}");
+    assert_eq!(
+        lookup["metadata"]["city"], "Paris",
+        "arguments are metadata"
+    );
+    let spans = trace["spans"].as_array().expect("spans");
+    let forecasts: Vec<&Value> = spans.iter().filter(|s| s["name"] == "forecast").collect();
+    assert_eq!(forecasts.len(), 2);
+    assert_eq!(
+        forecasts[0]["output"],
+        json!(["sun", "sun"]),
+        "the Ok value, its Debug read as JSON"
+    );
+    assert_eq!(forecasts[1]["status"], "ERROR");
+    assert_eq!(forecasts[1]["error"], "30 days is too far");
+}

@@ -88,6 +88,20 @@ impl FieldValue {
 pub(super) struct FieldValues(pub(super) Vec<(&'static str, FieldValue)>);
 
 impl FieldValues {
+    /// An event's `return` field (what `#[instrument(ret)]` records) as an `output`.
+    pub(super) fn returned(self) -> Option<FieldValues> {
+        let (_, value) = self.0.into_iter().find(|(name, _)| *name == "return")?;
+        // `ret` records `Debug`: a returned `String` arrives quoted, and is unquoted here.
+        let value = match value {
+            FieldValue::Text(text) => match serde_json::from_str::<String>(&text) {
+                Ok(unquoted) => FieldValue::Text(unquoted),
+                Err(_) => FieldValue::Text(text),
+            },
+            other => other,
+        };
+        Some(FieldValues(vec![("output", value)]))
+    }
+
     /// The value of `name` as text, if it was recorded as a non-empty string.
     pub(super) fn text(&self, name: &str) -> Option<&str> {
         self.0.iter().find_map(|(n, v)| match v {

@@ -64,7 +64,9 @@ type Selector = Arc<dyn Fn(&Metadata<'_>) -> bool + Send + Sync>;
 ///   marks are read at creation only.
 /// - **Errors:** besides an `error` field, an ERROR-level event marks the nearest marked span
 ///   (or trace) `ERROR`, with the event's `error` field, else its message, as the error text;
-///   this covers `#[instrument(err)]`. A span left by a panic (exited or closed while its
+///   this covers `#[instrument(err)]`. The event of `#[instrument(ret)]` (a `return` field)
+///   sets the nearest marked span's `output` (parsed as JSON like `output`: `ret` records
+///   `Debug` unless you write `ret(Display)`). A span left by a panic (exited or closed while its
 ///   thread unwinds) is `ERROR` too, with the text `"panicked"` unless an error was recorded.
 /// - **Never closed:** a trace whose root span is still open [`max_trace_duration`] after it
 ///   started is ended and queued as it is (its open spans ending with it) as soon as another
@@ -307,6 +309,25 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         if *event.metadata().level() != Level::ERROR {
+            // `#[instrument(ret)]`'s event: the value the function returned is the nearest
+            // marked span's output.
+            if event.metadata().fields().field("return").is_none() {
+                return;
+            }
+            let mut values = FieldValues::default();
+            event.record(&mut values);
+            let (Some(output), Some(span)) = (values.returned(), ctx.event_span(event)) else {
+                return;
+            };
+            for ancestor in span.scope() {
+                let mut extensions = ancestor.extensions_mut();
+                if let Some(node) = extensions.get_mut::<Node>() {
+                    if self.owns(node) {
+                        node.record(output);
+                    }
+                    return;
+                }
+            }
             return;
         }
         let Some(span) = ctx.event_span(event) else {
