@@ -3,6 +3,7 @@
 
 mod builder;
 mod env;
+mod network;
 
 use std::fmt;
 use std::sync::Arc;
@@ -83,7 +84,7 @@ pub(crate) struct Config {
     pub(crate) capture: Option<Capture>,
     /// Trusted besides the built-in roots.
     pub(crate) root_certificates: Vec<reqwest::Certificate>,
-    pub(crate) proxy: Option<Proxy>,
+    pub(crate) proxy: Option<network::Proxy>,
     pub(crate) queue_full: QueueFullPolicy,
     pub(crate) scores_rate_limit: Option<RateLimit>,
     pub(crate) traces_rate_limit: Option<RateLimit>,
@@ -151,8 +152,8 @@ fn resolve(b: ClientBuilder) -> Result<Config, ConfigError> {
         }
     };
     let (scores_url, traces_url) = parse_endpoint(&b.endpoint)?;
-    let root_certificates = root_certificates(&b.root_certificates)?;
-    let proxy = proxy(b.proxy.as_deref())?;
+    let root_certificates = network::root_certificates(&b.root_certificates)?;
+    let proxy = network::proxy(b.proxy.as_deref())?;
     for (setting, value) in [("environment", &b.environment), ("release", &b.release)] {
         if value.as_deref().is_some_and(|v| v.contains('\0')) {
             return Err(invalid(
@@ -208,49 +209,6 @@ fn resolve(b: ClientBuilder) -> Result<Config, ConfigError> {
         root_certificates,
         proxy,
     })
-}
-
-/// A proxy for every request; its URL (which may carry credentials) is never printed.
-#[derive(Clone)]
-pub(crate) struct Proxy(pub(crate) reqwest::Proxy);
-
-impl fmt::Debug for Proxy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Proxy(<set>)")
-    }
-}
-
-/// Every certificate in the PEM texts given.
-fn root_certificates(pems: &[Vec<u8>]) -> Result<Vec<reqwest::Certificate>, ConfigError> {
-    let mut certificates = Vec::new();
-    for pem in pems {
-        let found = reqwest::Certificate::from_pem_bundle(pem)
-            .ok()
-            .filter(|found| !found.is_empty())
-            .ok_or_else(|| {
-                invalid(
-                    "root_certificate",
-                    "it is not one or more PEM certificates (-----BEGIN CERTIFICATE-----)",
-                )
-            })?;
-        certificates.extend(found);
-    }
-    Ok(certificates)
-}
-
-/// The proxy, checked; an error never repeats the URL (it may hold a password).
-fn proxy(url: Option<&str>) -> Result<Option<Proxy>, ConfigError> {
-    let Some(url) = url else {
-        return Ok(None);
-    };
-    reqwest::Proxy::all(url)
-        .map(|p| Some(Proxy(p)))
-        .map_err(|_| {
-            invalid(
-                "proxy",
-                "not a proxy URL (scheme://host:port, the scheme http, https or socks5)",
-            )
-        })
 }
 
 /// The server's rule: 1-255 characters of letters, digits, space, `-`, `_`, `.`, `'`, starting

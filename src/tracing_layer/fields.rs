@@ -6,28 +6,10 @@ use std::fmt;
 use serde_json::Value;
 use tracing::field::{Field, Visit};
 
-use crate::trace::SpanKind;
-
 /// The field that makes a span a trace; a string value names it.
 pub(super) const TRACE_MARK: &str = "pandaprobe.trace";
 /// The field that makes a span inside a trace one of its spans; the value names the kind.
 pub(super) const KIND_MARK: &str = "pandaprobe.kind";
-/// The OpenTelemetry GenAI conventions' operation (`chat`, `execute_tool`, `invoke_agent`, …):
-/// a span that has it is a GenAI span (rig and others emit them), taken without a mark.
-pub(super) const GEN_AI_OPERATION: &str = "gen_ai.operation.name";
-/// Names the trace a GenAI agent span opens.
-pub(super) const GEN_AI_AGENT_NAME: &str = "gen_ai.agent.name";
-
-/// The span kind of a GenAI operation.
-pub(super) fn gen_ai_kind(operation: &str) -> SpanKind {
-    match operation {
-        "chat" | "text_completion" | "generate_content" => SpanKind::Llm,
-        "embeddings" => SpanKind::Embedding,
-        "execute_tool" => SpanKind::Tool,
-        "invoke_agent" | "create_agent" => SpanKind::Agent,
-        _ => SpanKind::Other,
-    }
-}
 
 /// A field's value as `tracing` recorded it.
 #[derive(Debug, Clone, PartialEq)]
@@ -384,7 +366,7 @@ mod tests {
     }
 
     #[test]
-    fn gen_ai_content_parameters_and_kinds() {
+    fn gen_ai_content_and_parameters() {
         let messages = text(r#"[{"role":"user","content":"hi"}]"#);
         assert_eq!(
             span("gen_ai.input.messages", messages),
@@ -403,15 +385,6 @@ mod tests {
             Some(Mapped::Metadata("gen_ai.request.temperature", json!(0.5))),
             "a trace has no model parameters"
         );
-        for (operation, kind) in [
-            ("chat", SpanKind::Llm),
-            ("execute_tool", SpanKind::Tool),
-            ("invoke_agent", SpanKind::Agent),
-            ("embeddings", SpanKind::Embedding),
-            ("something_new", SpanKind::Other),
-        ] {
-            assert_eq!(gen_ai_kind(operation), kind, "{operation}");
-        }
     }
 
     #[test]

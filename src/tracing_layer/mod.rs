@@ -3,6 +3,7 @@
 //! span keeps, `open_roots` the traces not closed yet.
 
 mod fields;
+mod gen_ai;
 mod node;
 mod open_roots;
 
@@ -17,10 +18,8 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::{LookupSpan, Registry};
 use uuid::Uuid;
 
-use self::fields::{
-    gen_ai_kind, ErrorMessage, FieldValues, GEN_AI_AGENT_NAME, GEN_AI_OPERATION, KIND_MARK,
-    TRACE_MARK,
-};
+use self::fields::{ErrorMessage, FieldValues, KIND_MARK, TRACE_MARK};
+use self::gen_ai::{gen_ai_kind, GEN_AI_AGENT_NAME, GEN_AI_OPERATION};
 use self::node::Node;
 use self::open_roots::OpenRoots;
 use crate::client::Client;

@@ -1,17 +1,20 @@
 //! The background worker's event loop, which moves records from the queue to the server, on
 //! its own thread and runtime (`thread`). Every rule lives in a part it calls:
 //!
-//! - `wake`: when to look at the queue; `job`: a record in hand;
+//! - `intake`: records taken off the queue; `wake`: when to look at it; `job`: a record in hand;
 //! - `trace_gate` (with `readiness`): scores and added spans held until the server says their
 //!   trace is stored;
 //! - `lane` (with `rate_window`): each endpoint's line and its rate limit;
 //! - `retry` (with `retry_queue`): what an answer means, and when to try again;
 //! - `flush_barrier`, `waiters`: what flush and shutdown wait for, and their deadlines;
 //! - `losses` (with `log_limiter`): every drop counted, hooked and logged;
-//! - `transport`: one request; `outcome`: what its answer does; `ending`: shutdown and panics.
+//! - `transport`: one request (`in_memory`: a capturing client's answer instead); `outcome`:
+//!   what its answer does; `ending`: shutdown and panics.
 
 mod ending;
 mod flush_barrier;
+mod in_memory;
+mod intake;
 mod job;
 mod lane;
 mod log_limiter;
@@ -34,7 +37,6 @@ use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -43,16 +45,11 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use uuid::Uuid;
 
-use crate::body::{score_body, spans_bodies, trace_body};
-use crate::budget::Charge;
-use crate::capture::Answer as CaptureAnswer;
 use crate::config::Config;
-use crate::drop_event::{DropEvent, DropReason, RecordKind};
+use crate::drop_event::{DropReason, RecordKind};
 use crate::error::Waiting;
 use crate::producer::{Control, Shared};
 use crate::record::{Notice, Record};
-use crate::score::Score;
-use crate::text::Text;
 use flush_barrier::FlushBarrier;
 use job::Job;
 use lane::Lane;
@@ -76,35 +73,6 @@ fn window(config: &Config) -> usize {
         .max(config.batch_size * 2)
         .max(1024);
     roomy.min(config.max_queue_size.max(config.max_in_flight * 2))
-}
-
-/// The most the worker serializes between two looks at its control channel, in budget
-/// bytes: with records of megabytes, a turn of `batch_size` records could take long enough to
-/// hold a flush or shutdown past its deadline.
-const INTAKE_BYTES_PER_TURN: usize = 4 * 1024 * 1024;
-
-/// How long scores for a trace still open in this process wait for it to end before they are
-/// sent anyway (and retried until it is stored): as long as `TracingLayer` lets a trace stay
-/// open. With no room left for waiting scores, those of the trace open longest go sooner.
-const OPEN_TRACE_HOLD: Duration = Duration::from_secs(3600);
-
-/// What a capturing client's request is answered: `status`, or 404 for spans or a probe of a
-/// trace it never sent.
-fn in_memory(status: u16, answer: CaptureAnswer) -> Attempt {
-    match answer {
-        CaptureAnswer::Stored => Attempt::Answered {
-            status,
-            retry_after: None,
-            message: String::new(),
-            detail: false,
-        },
-        CaptureAnswer::NotFound => Attempt::Answered {
-            status: 404,
-            retry_after: None,
-            message: "Trace not found (captured).".into(),
-            detail: true,
-        },
-    }
 }
 
 /// One request under way: it hands back its job's key and what the attempt produced.
@@ -241,8 +209,10 @@ impl Worker {
             self.release_due(now);
             self.watch(now);
             self.dispatch(now);
-            let waiting = self.waiting();
-            self.waiters.answer_flushes(&self.barrier, now, waiting);
+            if self.waiters.has_flushes() {
+                let waiting = self.waiting();
+                self.waiters.answer_flushes(&self.barrier, now, waiting);
+            }
             if self.waiters.shutdown_due(self.drained(), now) {
                 self.finish_shutdown(now);
                 break;
@@ -299,151 +269,6 @@ impl Worker {
     fn release(&mut self, job: Job) {
         self.lane(Route::of(&job)).push(job);
         self.active += 1;
-    }
-
-    /// Takes records off the queue while there is room for them, after the notices: a trace
-    /// is known open before any score for it is taken.
-    fn pull(&mut self, now: Instant) {
-        while let Ok(notice) = self.notices.try_recv() {
-            match notice {
-                Notice::Opened(id) => self.gate.trace_opened(id, OPEN_TRACE_HOLD, now),
-                Notice::Abandoned(id) => {
-                    for job in self.gate.trace_abandoned(id) {
-                        self.barrier.open(job.seq);
-                        self.scores.push(job);
-                        self.active += 1;
-                    }
-                }
-            }
-        }
-        for job in self.gate.make_room() {
-            // Scores of a trace open too long to keep waiting: flushes wait for them again.
-            self.barrier.open(job.seq);
-            self.scores.push(job);
-            self.active += 1;
-        }
-        // Bounded by count and by bytes, so that the loop answers flush and shutdown in time
-        // however large the records are.
-        let (mut taken, mut bytes) = (0, 0);
-        let most = self.shared.config.batch_size.clamp(64, 1024);
-        self.more_to_take = false;
-        while self.active < self.window && !self.gate.is_full() {
-            if taken >= most || bytes >= INTAKE_BYTES_PER_TURN {
-                self.more_to_take = !self.records.is_empty();
-                break;
-            }
-            let Ok(record) = self.records.try_recv() else {
-                break;
-            };
-            taken += 1;
-            let seq = self.barrier.take();
-            match record {
-                Record::Score(score, charge) => {
-                    bytes += charge.bytes();
-                    if let Some(job) = self.score_job(seq, score, charge, now) {
-                        self.admit(job);
-                    }
-                }
-                Record::Trace(trace, mut charge) => {
-                    bytes += charge.bytes();
-                    let ended = *trace;
-                    let (data, scores) = (ended.data, ended.scores);
-                    let config = &self.shared.config;
-                    let body = trace_body(
-                        &data,
-                        config.environment.as_deref(),
-                        config.release.as_deref(),
-                    );
-                    let probe = readiness::probe_for(&data, body.len());
-                    let name: Text = data.name.as_str().into();
-                    // Spans past the first request's wait, like the scores, for the trace to
-                    // be stored; each part frees its share of the budget when it is done.
-                    let mut held = Vec::new();
-                    for (part, spans) in spans_bodies(&data) {
-                        let share = charge.split_off(part.len());
-                        let mut job = Job::new(
-                            RecordKind::Trace,
-                            seq,
-                            data.trace_id,
-                            name.clone(),
-                            part,
-                            share,
-                            now,
-                        );
-                        job.chunk = spans;
-                        self.barrier.open(seq);
-                        held.push(job);
-                    }
-                    held.extend(
-                        scores
-                            .into_iter()
-                            .filter_map(|(s, charge)| self.score_job(seq, s, charge, now)),
-                    );
-                    // Scores that waited while it was open: flushes wait for them from now on.
-                    for job in self.gate.take_open(data.trace_id) {
-                        self.barrier.open(job.seq);
-                        held.push(job);
-                    }
-                    self.gate.trace_queued(data.trace_id, held, probe);
-                    let job = Job::new(
-                        RecordKind::Trace,
-                        seq,
-                        data.trace_id,
-                        name,
-                        body,
-                        charge,
-                        now,
-                    );
-                    self.barrier.open(seq);
-                    self.traces.push(job);
-                    self.active += 1;
-                }
-            }
-        }
-    }
-
-    /// A score as a job, with its body; `None` (counted) if it somehow lacks a trace id.
-    fn score_job(
-        &mut self,
-        seq: u64,
-        mut score: Score,
-        charge: Charge,
-        now: Instant,
-    ) -> Option<Job> {
-        let Some(trace_id) = score.trace_id() else {
-            // `score()` validated the id; should that ever change, still count it.
-            let event = DropEvent::new(
-                RecordKind::Score,
-                DropReason::Rejected,
-                Uuid::nil(),
-                score.name(),
-            );
-            self.losses.dropped(&event, now);
-            return None;
-        };
-        let body = score_body(trace_id, &score);
-        self.barrier.open(seq);
-        Some(Job::new(
-            RecordKind::Score,
-            seq,
-            trace_id,
-            score.take_name(),
-            body,
-            charge,
-            now,
-        ))
-    }
-
-    /// A score goes to its lane unless the trace gate holds it. A flush does not wait for a
-    /// score whose trace is still open here, as for one made with `Trace::score`.
-    fn admit(&mut self, job: Job) {
-        if self.gate.is_open(&job.trace_id) {
-            self.barrier.close(job.seq);
-        }
-        if let Some(job) = self.gate.admit(job.trace_id, job) {
-            self.scores.push(job);
-            self.active += 1;
-        }
     }
 
     /// Retries whose time has come, and the scores of traces left open too long.
@@ -509,15 +334,8 @@ impl Worker {
             self.finish(job, Some(DropReason::Rejected), now);
             return;
         };
-        if let Some(capture) = &config.capture {
-            let (status, answer) = match Route::of(&job) {
-                Route::Score => (201, capture.score(&job.body)),
-                Route::Trace => (202, capture.trace_sent(&job.body)),
-                Route::Spans => (201, capture.spans_added(job.trace_id, &job.body)),
-            };
-            let key = self.answered(in_memory(status, answer));
-            self.sending.insert(key, job);
-            self.shared.counters.request();
+        if let Some(capture) = config.capture.clone() {
+            self.answer_in_memory(&capture, job);
             return;
         }
         let client = self.transport.client(job.retry.fresh_connection());
@@ -525,14 +343,6 @@ impl Worker {
         let key = self.launch(client, url, Some(body), request_id);
         self.sending.insert(key, job);
         self.shared.counters.request();
-    }
-
-    /// An answer made in memory (a capturing client), handed back like a request's.
-    fn answered(&mut self, attempt: Attempt) -> u64 {
-        let key = self.next_key;
-        self.next_key += 1;
-        self.in_flight.push(Box::pin(async move { (key, attempt) }));
-        key
     }
 
     /// Puts one request under way; returns its key.

@@ -87,14 +87,8 @@ impl Worker {
     pub(super) fn start_probes(&mut self, now: Instant, room: usize) {
         for (trace_id, probe) in self.gate.due_probes(now, room) {
             let config = &self.shared.config;
-            if let Some(capture) = &config.capture {
-                let answer = match &probe {
-                    ProbeRequest::Get => (200, capture.has_trace(trace_id)),
-                    ProbeRequest::Span(body) => (201, capture.spans_added(trace_id, body)),
-                };
-                let key = self.answered(super::in_memory(answer.0, answer.1));
-                self.probes.insert(key, trace_id);
-                self.shared.counters.probe();
+            if let Some(capture) = config.capture.clone() {
+                self.probe_in_memory(&capture, trace_id, &probe);
                 continue;
             }
             let (url, body) = match probe {

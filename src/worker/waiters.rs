@@ -114,6 +114,11 @@ impl Waiters {
         state.replies.extend(reply);
     }
 
+    /// Whether a flush waits.
+    pub(crate) fn has_flushes(&self) -> bool {
+        !self.flushes.is_empty()
+    }
+
     #[cfg(test)]
     fn shutting_down(&self) -> bool {
         self.shutdown.is_some()
