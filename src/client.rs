@@ -11,7 +11,7 @@ use crate::error::{ConfigError, FlushError, ScoreError};
 use crate::producer::{Producer, Shared};
 use crate::score::Score;
 use crate::stats::Stats;
-use crate::trace::{Trace, TraceBuilder};
+use crate::trace::{Span, SpanKind, Trace, TraceBuilder};
 use crate::worker::{self, WorkerHandle};
 
 /// A handle to a PandaProbe client: cheap to clone, `Send + Sync`; all clones share one queue
@@ -137,6 +137,29 @@ impl Client {
     /// [`trace_id`](Trace::trace_id).
     pub fn start_trace(&self, name: impl Into<String>) -> Trace {
         self.trace(name).start()
+    }
+
+    /// Opens a span in the current trace (the one [`current_trace_id`](crate::current_trace_id)
+    /// names: an entered trace, or the trace of the nearest `tracing` span the
+    /// `TracingLayer` records, under that span); outside any trace, in a new trace of its
+    /// own, named `name`, which ends when the span ends (with status `ERROR` if the span
+    /// failed). This is what the LLM-client integrations call, so that a model call joins
+    /// the agent run around it with no handle passed down.
+    ///
+    /// ```
+    /// use pandaprobe::{Client, SpanKind};
+    /// # let client = Client::disabled();
+    /// let trace = client.start_trace("agent");
+    /// let _entered = trace.enter();
+    /// let span = client.span("chat gpt-x", SpanKind::Llm);
+    /// assert_eq!(span.trace_id(), trace.trace_id());
+    /// ```
+    pub fn span(&self, name: impl Into<String>, kind: SpanKind) -> Span {
+        let name = name.into();
+        match crate::context::current_span(&name, kind) {
+            Some(span) => span,
+            None => Span::owning(self.start_trace(name.clone()), name, kind),
+        }
     }
 
     /// Blocks until every record whose `score()` (or trace end) returned before this call has

@@ -2,7 +2,7 @@
 //! entered on this thread ([`Trace::enter`], [`Trace::in_scope`]), else the trace of the
 //! current `tracing` span when the `TracingLayer` records it.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::fmt;
 use std::future::Future;
 use std::marker::PhantomData;
@@ -11,11 +11,12 @@ use std::task::{Context, Poll};
 
 use uuid::Uuid;
 
-use crate::trace::Trace;
+use crate::trace::{Span, SpanKind, Trace};
 
 thread_local! {
-    /// The innermost trace entered on this thread.
-    static ENTERED: Cell<Option<Uuid>> = const { Cell::new(None) };
+    /// The innermost trace entered on this thread: a handle, so that an integration can open
+    /// a span in it ([`current_span`]).
+    static ENTERED: RefCell<Option<Trace>> = const { RefCell::new(None) };
 }
 
 /// The id of the current trace, if any: the trace entered last on this thread with
@@ -47,10 +48,24 @@ thread_local! {
 /// ```
 pub fn current_trace_id() -> Option<Uuid> {
     ENTERED
-        .try_with(Cell::get)
+        .try_with(|entered| entered.borrow().as_ref().map(Trace::trace_id))
         .ok()
         .flatten()
         .or_else(layer_trace_id)
+}
+
+/// A new span in the current trace (the same one [`current_trace_id`] names): at the top of
+/// an entered trace, or under the `tracing` span the layer recorded. `None` outside any.
+pub(crate) fn current_span(name: &str, kind: SpanKind) -> Option<Span> {
+    // Cloned out first: opening the span must not run inside the thread-local's borrow.
+    let entered = ENTERED
+        .try_with(|entered| entered.borrow().clone())
+        .ok()
+        .flatten();
+    match entered {
+        Some(trace) => Some(trace.span(name, kind)),
+        None => layer_span(name, kind),
+    }
 }
 
 #[cfg(feature = "tracing-layer")]
@@ -63,6 +78,16 @@ fn layer_trace_id() -> Option<Uuid> {
     None
 }
 
+#[cfg(feature = "tracing-layer")]
+fn layer_span(name: &str, kind: SpanKind) -> Option<Span> {
+    crate::tracing_layer::current_span_child(name, kind)
+}
+
+#[cfg(not(feature = "tracing-layer"))]
+fn layer_span(_name: &str, _kind: SpanKind) -> Option<Span> {
+    None
+}
+
 /// Makes a trace current on this thread until dropped; from [`Trace::enter`].
 ///
 /// Guards nest: dropping one makes the trace entered before it current again (drop them in
@@ -70,7 +95,7 @@ fn layer_trace_id() -> Option<Uuid> {
 /// thread that entered it only; across `.await` points use [`Trace::in_scope`].
 #[must_use = "the trace is current only until the guard is dropped"]
 pub struct EnteredTrace<'a> {
-    previous: Option<Uuid>,
+    previous: Option<Trace>,
     _trace: PhantomData<&'a Trace>,
     _not_send: PhantomData<*const ()>,
 }
@@ -78,7 +103,7 @@ pub struct EnteredTrace<'a> {
 impl<'a> EnteredTrace<'a> {
     pub(crate) fn new(trace: &'a Trace) -> EnteredTrace<'a> {
         let previous = ENTERED
-            .try_with(|current| current.replace(Some(trace.trace_id())))
+            .try_with(|current| current.replace(Some(trace.clone())))
             .ok()
             .flatten();
         EnteredTrace {
@@ -92,14 +117,17 @@ impl<'a> EnteredTrace<'a> {
 impl Drop for EnteredTrace<'_> {
     fn drop(&mut self) {
         // Fails only while the thread's locals are being destroyed: nothing to restore then.
-        let _ = ENTERED.try_with(|current| current.set(self.previous));
+        // The handle taken out is dropped after the borrow ends (it is never the last one:
+        // the guard borrows its trace).
+        let previous = self.previous.take();
+        let _left = ENTERED.try_with(|current| current.replace(previous));
     }
 }
 
 impl fmt::Debug for EnteredTrace<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EnteredTrace")
-            .field("previous", &self.previous)
+            .field("previous", &self.previous.as_ref().map(Trace::trace_id))
             .finish()
     }
 }

@@ -37,6 +37,9 @@ pub struct Span {
     span_id: Uuid,
     /// Position in the trace's span list; `None` when the trace had ended or was full.
     index: Option<usize>,
+    /// The trace this span opened for itself ([`Client::span`](crate::Client::span) outside
+    /// any trace): it ends right after the span, as a field dropped after [`Drop::drop`].
+    own_trace: Option<super::Trace>,
 }
 
 impl fmt::Debug for Span {
@@ -61,7 +64,16 @@ impl Span {
             trace: Arc::clone(trace),
             span_id,
             index,
+            own_trace: None,
         }
+    }
+
+    /// A span that ends `trace` when it ends: the trace has this span only, and takes its
+    /// error status.
+    pub(crate) fn owning(trace: super::Trace, name: String, kind: SpanKind) -> Span {
+        let mut span = trace.span(name, kind);
+        span.own_trace = Some(trace);
+        span
     }
 
     fn update(&self, f: impl FnOnce(&mut SpanData)) {
@@ -158,11 +170,16 @@ impl Span {
 impl Drop for Span {
     fn drop(&mut self) {
         let panicking = std::thread::panicking();
+        let mut failed = false;
         self.update(|s| {
             s.ended_at.get_or_insert_with(SystemTime::now);
             if panicking && s.status == SpanStatus::Unset {
                 s.status = SpanStatus::Error;
             }
+            failed = s.status == SpanStatus::Error;
         });
+        if let (Some(trace), true) = (&self.own_trace, failed) {
+            trace.set_status(super::TraceStatus::Error);
+        }
     }
 }

@@ -24,7 +24,7 @@ use self::node::Node;
 use self::open_roots::OpenRoots;
 use crate::client::Client;
 use crate::producer::Producer;
-use crate::trace::{SpanKind, TraceBuilder};
+use crate::trace::{Span, SpanKind, TraceBuilder};
 
 /// How long a trace may stay open before [`TracingLayer`] ends it: one hour.
 pub const DEFAULT_MAX_TRACE_DURATION: Duration = Duration::from_secs(3600);
@@ -396,6 +396,22 @@ pub(crate) fn current_span_trace_id() -> Option<Uuid> {
                 .scope()
                 .find_map(|s| s.extensions().get::<Node>().map(Node::trace_id));
             trace_id
+        })
+        .flatten()
+}
+
+/// A new span under the nearest `tracing` span this layer recorded (for [`Client::span`]).
+///
+/// [`Client::span`]: crate::Client::span
+pub(crate) fn current_span_child(name: &str, kind: SpanKind) -> Option<Span> {
+    tracing::Span::current()
+        .with_subscriber(|(id, dispatch)| {
+            let registry = dispatch.downcast_ref::<Registry>()?;
+            let span = registry.span(id)?;
+            let child = span
+                .scope()
+                .find_map(|s| s.extensions().get::<Node>().map(|node| node.child(name, kind)));
+            child
         })
         .flatten()
 }
