@@ -72,8 +72,16 @@ def edges(src):
                 path = os.path.join(root, name)
                 files[tuple(module_of(src, path))] = path
     graph = {path: set() for path in files.values()}
+    reexports = {}
+    root = files.get(())
+    if root:
+        for use in re.finditer(r"\bpub\s+use\s+([^;]+);", strip_tests(open(root).read())):
+            for p in expand(use.group(1)):
+                names = [n for n in p.replace(" ", "").split("::") if n and n != "crate"]
+                if names:
+                    reexports[names[-1]] = names
     for module, path in files.items():
-        if os.path.basename(path) == "tests.rs":
+        if os.path.basename(path).endswith("tests.rs"):
             continue
         text = strip_tests(open(path, encoding="utf-8").read())
         here = list(module)
@@ -94,8 +102,13 @@ def edges(src):
                     if names.pop(0) == "super":
                         base = base[:-1]
                 target = base + names
+            elif tuple(here + names[:1]) in files:
+                target = here + names  # a child module, named without `self::`
             else:
                 continue
+            if len(target) == 1 and tuple(target) not in files:
+                # `crate::Client`: an item the crate root re-exports from its module
+                target = reexports.get(target[0], target)
             dest = file_of(files, target)
             if dest and dest != path:
                 graph[path].add(dest)

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use crate::error::ScoreError;
 use crate::score::Score;
-use crate::trace::{SpanData, TraceData, MAX_SPANS_PER_REQUEST};
+use crate::trace_data::{SpanData, TraceData, MAX_SPANS_PER_REQUEST};
 
 /// Longest trace or span name the server takes.
 const MAX_NAME_CHARS: usize = 512;

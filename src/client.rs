@@ -1,18 +1,19 @@
 //! The client handle.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 
 use crate::config::{ClientBuilder, Config};
 use crate::error::{ConfigError, FlushError, ScoreError};
-use crate::producer::{Producer, Shared};
+use crate::producer::Producer;
+use crate::protocol::Shared;
 use crate::score::Score;
 use crate::stats::Stats;
-use crate::trace::{Span, SpanKind, Trace, TraceBuilder};
-use crate::worker::{self, WorkerHandle};
+use crate::trace::{Trace, TraceBuilder};
+use crate::worker::thread::{self as worker, WorkerHandle};
 
 /// A handle to a PandaProbe client: cheap to clone, `Send + Sync`; all clones share one queue
 /// and one worker thread. Dropping the last handle shuts the worker down, delivering what is
@@ -34,6 +35,59 @@ pub struct Client {
     inner: Option<Arc<Inner>>,
 }
 
+/// A handle that does not keep the client alive: what a drop hook, or anything else the
+/// client itself keeps, holds when it needs the client. A hook that captured a [`Client`]
+/// would own the client that owns the hook: the last user handle would never shut it down.
+/// From [`Client::downgrade`].
+///
+/// ```
+/// use std::sync::{Arc, OnceLock};
+/// use pandaprobe::{Client, Score, WeakClient};
+///
+/// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let slot: Arc<OnceLock<WeakClient>> = Arc::default();
+/// let in_hook = Arc::clone(&slot);
+/// let client = Client::builder()
+///     .enabled(false)
+///     .on_drop(move |event| {
+///         // Score the loss against its trace, if the client still runs.
+///         if let Some(client) = in_hook.get().and_then(WeakClient::upgrade) {
+///             let _ = client.score(Score::boolean(event.trace_id(), "record_lost", true));
+///         }
+///     })
+///     .build()?;
+/// let _ = slot.set(client.downgrade());
+/// drop(client); // shuts down: the hook holds no strong handle
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+pub struct WeakClient {
+    inner: Weak<Inner>,
+}
+
+impl WeakClient {
+    /// The client, while some [`Client`] handle still holds it; `None` once the last one
+    /// went, including during the shutdown that follows (a hook called for a record dropped
+    /// by that shutdown cannot score through it), and for a disabled client.
+    ///
+    /// The upgraded handle is an owner like any other: drop it when done (if it is the last
+    /// one, dropping it shuts the client down; on the worker's thread, in a hook, without
+    /// waiting).
+    pub fn upgrade(&self) -> Option<Client> {
+        self.inner
+            .upgrade()
+            .map(|inner| Client { inner: Some(inner) })
+    }
+}
+
+impl fmt::Debug for WeakClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WeakClient")
+            .field("alive", &(self.inner.strong_count() > 0))
+            .finish()
+    }
+}
+
 struct Inner {
     producer: Producer,
     worker: WorkerHandle,
@@ -47,8 +101,31 @@ impl Drop for Inner {
             return;
         }
         let timeout = self.producer.config().shutdown_timeout;
+        // A hook's upgraded `WeakClient` can be the last handle: on the worker's own thread
+        // the shutdown is asked for and the worker left to finish it (it cannot join itself).
+        if crate::producer::on_worker_thread() {
+            self.producer.shutdown_in_background(timeout);
+            return;
+        }
         let _ = self.producer.shutdown(timeout);
         self.worker.join();
+    }
+}
+
+impl ClientBuilder {
+    /// Checks the settings and starts the client's worker thread (unless disabled).
+    ///
+    /// # Errors
+    ///
+    /// A [`ConfigError`] naming the setting (or environment variable) that cannot be used:
+    /// a missing API key or project name, a malformed endpoint or project name, a zero size or
+    /// duration, a value in the environment that does not parse; or the worker thread could not
+    /// be started.
+    pub fn build(self) -> Result<Client, ConfigError> {
+        if !self.enabled {
+            return Ok(Client::disabled());
+        }
+        Client::start(self.into_config()?)
     }
 }
 
@@ -84,6 +161,13 @@ impl Client {
                 worker,
             })),
         })
+    }
+
+    /// A handle that does not keep this client alive; see [`WeakClient`].
+    pub fn downgrade(&self) -> WeakClient {
+        WeakClient {
+            inner: self.inner.as_ref().map_or_else(Weak::new, Arc::downgrade),
+        }
     }
 
     /// The producer side, for traces; `None` for a disabled client.
@@ -137,29 +221,6 @@ impl Client {
     /// [`trace_id`](Trace::trace_id).
     pub fn start_trace(&self, name: impl Into<String>) -> Trace {
         self.trace(name).start()
-    }
-
-    /// Opens a span in the current trace (the one [`current_trace_id`](crate::current_trace_id)
-    /// names: an entered trace, or the trace of the nearest `tracing` span the
-    /// `TracingLayer` records, under that span); outside any trace, in a new trace of its
-    /// own, named `name`, which ends when the span ends (with status `ERROR` if the span
-    /// failed). This is what the LLM-client integrations call, so that a model call joins
-    /// the agent run around it with no handle passed down.
-    ///
-    /// ```
-    /// use pandaprobe::{Client, SpanKind};
-    /// # let client = Client::disabled();
-    /// let trace = client.start_trace("agent");
-    /// let _entered = trace.enter();
-    /// let span = client.span("chat gpt-x", SpanKind::Llm);
-    /// assert_eq!(span.trace_id(), trace.trace_id());
-    /// ```
-    pub fn span(&self, name: impl Into<String>, kind: SpanKind) -> Span {
-        let name = name.into();
-        match crate::context::current_span(&name, kind) {
-            Some(span) => span,
-            None => Span::owning(self.start_trace(name.clone()), name, kind),
-        }
     }
 
     /// Blocks until every record whose `score()` (or trace end) returned before this call has

@@ -11,6 +11,7 @@ use std::task::{Context, Poll};
 
 use uuid::Uuid;
 
+use crate::client::Client;
 use crate::trace::{Span, SpanKind, Trace};
 
 thread_local! {
@@ -56,7 +57,7 @@ pub fn current_trace_id() -> Option<Uuid> {
 
 /// A new span in the current trace (the same one [`current_trace_id`] names): at the top of
 /// an entered trace, or under the `tracing` span the layer recorded. `None` outside any.
-pub(crate) fn current_span(name: &str, kind: SpanKind) -> Option<Span> {
+fn current_span(name: &str, kind: SpanKind) -> Option<Span> {
     // Cloned out first: opening the span must not run inside the thread-local's borrow.
     let entered = ENTERED
         .try_with(|entered| entered.borrow().clone())
@@ -86,6 +87,76 @@ fn layer_span(name: &str, kind: SpanKind) -> Option<Span> {
 #[cfg(not(feature = "tracing-layer"))]
 fn layer_span(_name: &str, _kind: SpanKind) -> Option<Span> {
     None
+}
+
+// Entering is defined here, beside the thread-local it sets, so that the trace module below
+// does not import the context above it.
+impl Trace {
+    /// Makes this the current trace on this thread until the guard is dropped:
+    /// [`current_trace_id`](crate::current_trace_id) returns its id, ahead of any `tracing`
+    /// span's trace. Guards nest. For async code, use [`in_scope`](Self::in_scope).
+    ///
+    /// ```
+    /// # let client = pandaprobe::Client::disabled();
+    /// let trace = client.start_trace("batch-job");
+    /// let _entered = trace.enter();
+    /// assert_eq!(pandaprobe::current_trace_id(), Some(trace.trace_id()));
+    /// ```
+    pub fn enter(&self) -> EnteredTrace<'_> {
+        EnteredTrace::new(self)
+    }
+
+    /// Wraps `future` so that this is the current trace whenever it is polled, on whichever
+    /// thread polls it (like `tracing`'s `Instrumented`). The future holds a handle to the
+    /// trace.
+    ///
+    /// ```
+    /// # async fn answer() -> String { String::from("42") }
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let client = pandaprobe::Client::disabled();
+    /// # let runtime = tokio::runtime::Builder::new_current_thread().build()?;
+    /// # runtime.block_on(async {
+    /// let trace = client.start_trace("agent");
+    /// let answer = trace
+    ///     .in_scope(async {
+    ///         let answer = answer().await;
+    ///         // This trace, after every .await, whichever thread resumes the future.
+    ///         assert_eq!(pandaprobe::current_trace_id(), Some(trace.trace_id()));
+    ///         answer
+    ///     })
+    ///     .await;
+    /// trace.set_output(serde_json::json!({ "answer": answer }));
+    /// # });
+    /// # Ok(()) }
+    /// ```
+    pub fn in_scope<F: Future>(&self, future: F) -> InScope<F> {
+        InScope::new(self.clone(), future)
+    }
+}
+
+impl Client {
+    /// Opens a span in the current trace (the one [`current_trace_id`] names: an entered
+    /// trace, or the trace of the nearest `tracing` span the `TracingLayer` records, under
+    /// that span); outside any trace, in a new trace of its own, named `name`, which ends
+    /// when the span ends (with status `ERROR` if the span failed). This is what the
+    /// LLM-client integrations call, so that a model call joins the agent run around it with
+    /// no handle passed down.
+    ///
+    /// ```
+    /// use pandaprobe::{Client, SpanKind};
+    /// # let client = Client::disabled();
+    /// let trace = client.start_trace("agent");
+    /// let _entered = trace.enter();
+    /// let span = client.span("chat gpt-x", SpanKind::Llm);
+    /// assert_eq!(span.trace_id(), trace.trace_id());
+    /// ```
+    pub fn span(&self, name: impl Into<String>, kind: SpanKind) -> Span {
+        let name = name.into();
+        match current_span(&name, kind) {
+            Some(span) => span,
+            None => self.start_trace(name.clone()).into_owning_span(name, kind),
+        }
+    }
 }
 
 /// Makes a trace current on this thread until dropped; from [`Trace::enter`].

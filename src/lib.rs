@@ -79,18 +79,20 @@ mod error;
 mod fork;
 mod global;
 mod producer;
+mod protocol;
 mod record;
 mod record_size;
 mod score;
 mod stats;
 mod text;
 mod trace;
+mod trace_data;
 #[cfg(feature = "tracing-layer")]
 mod tracing_layer;
 mod worker;
 
 pub use capture::Capture;
-pub use client::Client;
+pub use client::{Client, WeakClient};
 pub use config::{
     ClientBuilder, QueueFullPolicy, DEFAULT_BATCH_SIZE, DEFAULT_CONNECT_TIMEOUT, DEFAULT_ENDPOINT,
     DEFAULT_FLUSH_INTERVAL, DEFAULT_MAX_IN_FLIGHT, DEFAULT_MAX_QUEUE_BYTES, DEFAULT_MAX_QUEUE_SIZE,
@@ -120,6 +122,7 @@ pub use uuid::Uuid;
 const _: () = {
     const fn shared<T: Send + Sync>() {}
     shared::<Client>();
+    shared::<WeakClient>();
     shared::<Trace>();
     shared::<Span>();
     shared::<ClientGuard>();

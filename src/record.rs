@@ -5,7 +5,7 @@ use uuid::Uuid;
 use crate::budget::Charge;
 use crate::drop_event::RecordKind;
 use crate::score::Score;
-use crate::trace::EndedTrace;
+use crate::trace_data::EndedTrace;
 
 /// One queued record, with what it is charged to the byte budget. Kept small: a score is
 /// about a hundred bytes, a trace is boxed.

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use crate::score::Score;
 use crate::text::Text;
-use crate::trace::{SpanData, TraceData};
+use crate::trace_data::{SpanData, TraceData};
 
 /// Bookkeeping per record beyond its content: the queue slot, the job, the request's headers.
 pub(crate) const RECORD_OVERHEAD: usize = 512;
@@ -187,7 +187,7 @@ pub(crate) fn cut_score(score: &mut Score, limit: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::SpanKind;
+    use crate::trace_data::SpanKind;
     use serde_json::json;
 
     fn big(n: usize) -> Value {

@@ -550,12 +550,12 @@ fn scores_racing_shutdown_are_delivered_or_reported_never_freed_silently() {
 fn a_hook_that_scores_under_the_block_policy_never_stalls_the_worker() {
     let server = lenient_server();
     server.set_responder(|req| (req.path == SCORES_PATH).then_some(Fault::Status(422)));
-    let slot: std::sync::Arc<std::sync::Mutex<Option<Client>>> = Default::default();
+    let slot: std::sync::Arc<std::sync::OnceLock<pandaprobe::WeakClient>> = Default::default();
     let results: std::sync::Arc<std::sync::Mutex<Vec<Result<(), ScoreError>>>> = Default::default();
     let hook = {
         let (slot, results) = (slot.clone(), results.clone());
         move |event: &pandaprobe::DropEvent| {
-            let client = slot.lock().expect("slot").clone();
+            let client = slot.get().and_then(pandaprobe::WeakClient::upgrade);
             if let (Some(client), true) = (client, event.name().starts_with("original")) {
                 let result = client.score(Score::numeric(Uuid::new_v4(), "from-hook", 0.5));
                 results.lock().expect("results").push(result);
@@ -569,18 +569,64 @@ fn a_hook_that_scores_under_the_block_policy_never_stalls_the_worker() {
         .on_drop(hook)
         .build()
         .expect("client");
-    *slot.lock().expect("slot") = Some(client.clone());
+    let _ = slot.set(client.downgrade());
     let started = std::time::Instant::now();
     for i in 0..20 {
         let _ = client.score(Score::numeric(Uuid::new_v4(), format!("original-{i}"), 0.5));
     }
     let _ = client.flush(WAIT);
     let took = started.elapsed();
-    slot.lock().expect("slot").take(); // the hook's handle would keep the worker alive
     let results = results.lock().expect("results").clone();
     assert!(!results.is_empty(), "the hook ran");
     assert!(
         took < Duration::from_secs(3),
         "{took:?}: a hook's score waited for room on the worker's thread ({results:?})"
+    );
+}
+
+/// A hook that holds the client (weakly: a strong handle inside the client's own hook would
+/// own its owner) scores from inside; dropping the last user handle still shuts the client
+/// down, and the shutdown delivers what the hook scored.
+#[test]
+fn a_hook_holding_the_client_scores_and_the_last_handle_still_shuts_it_down() {
+    let server = lenient_server();
+    server.set_responder(|req| {
+        let original = String::from_utf8_lossy(&req.body).contains("\"original-");
+        (req.path == SCORES_PATH && original).then_some(Fault::Status(422))
+    });
+    let slot: std::sync::Arc<std::sync::OnceLock<pandaprobe::WeakClient>> = Default::default();
+    let hook = {
+        let slot = slot.clone();
+        move |event: &pandaprobe::DropEvent| {
+            if let Some(client) = slot.get().and_then(pandaprobe::WeakClient::upgrade) {
+                let name = format!("lost-{}", event.name());
+                let _ = client.score(Score::boolean(event.trace_id(), name, true));
+            }
+        }
+    };
+    let client = client_for(&server).on_drop(hook).build().expect("client");
+    let _ = slot.set(client.downgrade());
+    for i in 0..3 {
+        client
+            .score(Score::numeric(Uuid::new_v4(), format!("original-{i}"), 0.5))
+            .expect("queued");
+    }
+    // The three are refused and hooked before the flush returns; the hook's scores are queued.
+    assert!(client.flush(WAIT).is_err(), "the originals were refused");
+    let weak = client.downgrade();
+    drop(client);
+    assert!(
+        weak.upgrade().is_none(),
+        "the last user handle shut the client down"
+    );
+    let mut lost: Vec<String> = server
+        .scores()
+        .iter()
+        .filter_map(|s| s.body["name"].as_str().map(str::to_owned))
+        .collect();
+    lost.sort();
+    assert_eq!(
+        lost,
+        ["lost-original-0", "lost-original-1", "lost-original-2"]
     );
 }

@@ -1039,3 +1039,53 @@ fn a_capturing_client_keeps_what_it_would_send_and_sends_nothing() {
     capture.clear();
     assert!(capture.scores().is_empty());
 }
+
+// ---------------------------------------------------------------------------------------------
+// Client::span: where an integration's span goes
+// ---------------------------------------------------------------------------------------------
+
+/// Inside an entered trace (or `in_scope`), `Client::span` joins it; outside any, it opens a
+/// trace of its own, named after the span, that ends with it and takes its error status.
+#[test]
+fn client_span_joins_the_current_trace_or_opens_one_that_ends_with_it() {
+    let capture = pandaprobe::Capture::new();
+    let client = Client::builder().capture(&capture).build().expect("client");
+
+    let agent = client.start_trace("agent");
+    {
+        let _entered = agent.enter();
+        let llm = client.span("chat gpt-x", SpanKind::Llm);
+        assert_eq!(llm.trace_id(), agent.trace_id());
+        llm.set_model("gpt-x");
+    }
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    runtime.block_on(agent.in_scope(async {
+        tokio::task::yield_now().await;
+        client.span("embed", SpanKind::Embedding).end();
+    }));
+    agent.end();
+
+    let alone = client.span("chat alone", SpanKind::Llm);
+    let alone_trace = alone.trace_id();
+    assert_ne!(alone_trace, agent.trace_id());
+    alone.set_error("the provider answered 500");
+    drop(alone); // ends its trace too: nothing else holds it
+    client.flush(WAIT).expect("captured");
+
+    let sent = capture.trace(agent.trace_id()).expect("the agent's trace");
+    let names: Vec<&str> = sent["spans"]
+        .as_array()
+        .expect("spans")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["chat gpt-x", "embed"]);
+    let own = capture
+        .trace(alone_trace)
+        .expect("a trace of its own, ended");
+    assert_eq!(own["name"], "chat alone");
+    assert_eq!(own["status"], "ERROR");
+    assert_eq!(own["spans"][0]["error"], "the provider answered 500");
+}

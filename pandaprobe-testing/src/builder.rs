@@ -4,20 +4,13 @@ use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Duration;
 
+use crate::endpoints::{HOSTED_SCORES_PER_MINUTE, HOSTED_TRACES_PER_MINUTE};
 use crate::rate_limit::RateLimit;
 use crate::state::Settings;
 use crate::trace_store::StoreTime;
 use crate::{
     TestServer, DEFAULT_API_KEY, SCORES_PATH, SPANS_PATH_TEMPLATE, TRACES_PATH, TRACE_PATH_TEMPLATE,
 };
-
-/// Scores per minute per API key the hosted service (and the backend's default) allows on
-/// [`SCORES_PATH`]: the default rate limit of a [`TestServer`].
-pub const HOSTED_SCORES_PER_MINUTE: u32 = 200;
-
-/// Traces per minute per API key the hosted service (and the backend's code) allows on
-/// [`TRACES_PATH`]: the default rate limit of a [`TestServer`].
-pub const HOSTED_TRACES_PER_MINUTE: u32 = 100;
 
 /// Requests per minute per API key the backend's default limit allows on each concrete path
 /// that has no limit of its own, such as every [`TRACE_PATH_TEMPLATE`] and
@@ -270,5 +263,12 @@ impl TestServerBuilder {
             span_write_time: self.span_write_time,
         };
         TestServer::spawn(settings, addr, !self.bind_later, self.worker_threads)
+    }
+}
+
+impl TestServer {
+    /// A builder to configure the server before starting it.
+    pub fn builder() -> TestServerBuilder {
+        TestServerBuilder::default()
     }
 }

@@ -17,7 +17,7 @@ use crate::answers::{
     detail, internal_error, json_text, method_not_allowed, rate_limited, validation_error,
     validation_error_one, Answer,
 };
-use crate::handler::Req;
+use crate::records::Req;
 use crate::span_body::{self, decode_error_position, Body};
 use crate::state::Shared;
 use crate::trace_paths::{self, TraceRoute};

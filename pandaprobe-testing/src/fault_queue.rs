@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::state::lock;
+use crate::sync::lock;
 use crate::{Fault, RequestInfo};
 
 pub(crate) type Responder = dyn Fn(&RequestInfo) -> Option<Fault> + Send + Sync;

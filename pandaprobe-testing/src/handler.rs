@@ -8,23 +8,14 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::header::HeaderMap;
-use hyper::{Method, Request, Response};
+use hyper::{Request, Response};
 use tokio::sync::oneshot;
 
 use crate::answers::{canned, quota_exceeded, raw, Answer};
 use crate::contract::answer_normally;
-use crate::records::header_vec;
+use crate::records::{header_vec, Req};
 use crate::state::{Shared, Ticket};
 use crate::{Fault, RequestInfo};
-
-/// A request with its body read.
-pub(crate) struct Req {
-    pub(crate) method: Method,
-    pub(crate) path: String,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-}
 
 /// Returned to hyper to close the connection without answering.
 #[derive(Debug)]

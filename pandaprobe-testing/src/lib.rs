@@ -124,6 +124,7 @@ mod answers;
 mod builder;
 mod closing;
 mod contract;
+mod endpoints;
 mod fault;
 mod fault_queue;
 mod handler;
@@ -137,6 +138,7 @@ mod score_body;
 mod server;
 mod span_body;
 mod state;
+mod sync;
 mod test_server;
 mod timestamp;
 mod tls;
@@ -148,21 +150,14 @@ mod trace_store;
 pub use builder::{
     TestServerBuilder, DEFAULT_PATH_REQUESTS_PER_MINUTE, DEFAULT_SPAN_WRITE_TIME,
     DEFAULT_TRACE_STORE_BASE, DEFAULT_TRACE_STORE_PER_SPAN, DEFAULT_TRACE_STORE_WORKERS,
-    HOSTED_SCORES_PER_MINUTE, HOSTED_TRACES_PER_MINUTE,
+};
+pub use endpoints::{
+    DEFAULT_API_KEY, HOSTED_SCORES_PER_MINUTE, HOSTED_TRACES_PER_MINUTE, SCORES_PATH, TRACES_PATH,
 };
 pub use fault::Fault;
 pub use records::{ReceivedRequest, RequestInfo, StoredRecord};
 pub use test_server::TestServer;
 pub use trace_paths::{spans_path, trace_path, SPANS_PATH_TEMPLATE, TRACE_PATH_TEMPLATE};
-
-/// The API key a [`TestServer`] accepts unless [`TestServerBuilder::api_key`] sets another.
-pub const DEFAULT_API_KEY: &str = "sk_pp_test";
-
-/// The path scores are posted to.
-pub const SCORES_PATH: &str = "/evaluations/trace-scores";
-
-/// The path traces are posted to.
-pub const TRACES_PATH: &str = "/traces";
 
 /// Runs the README's examples as doc tests.
 #[cfg(doctest)]

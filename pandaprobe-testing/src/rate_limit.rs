@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::state::lock;
+use crate::sync::lock;
 
 /// Windows kept per limiter before expired ones are swept out.
 const SWEEP_ABOVE: usize = 4096;

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::header::HeaderMap;
+use hyper::Method;
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -112,4 +113,12 @@ pub(crate) fn header_vec(headers: &HeaderMap) -> Vec<(String, String)> {
             )
         })
         .collect()
+}
+
+/// A request with its body read.
+pub(crate) struct Req {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }

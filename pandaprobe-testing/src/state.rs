@@ -11,10 +11,10 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use crate::fault_queue::FaultQueue;
-use crate::handler::Req;
 use crate::quota::Quota;
 use crate::rate_limit::{RateLimit, RateLimits};
-use crate::records::header_vec;
+use crate::records::{header_vec, Req};
+use crate::sync::lock;
 use crate::trace_db::{TraceDb, TraceRead};
 use crate::trace_store::{Job, JobId, StoreTime, TraceStore};
 use crate::{Fault, ReceivedRequest, StoredRecord};
@@ -117,10 +117,6 @@ pub(crate) enum Store {
         trace_id: Uuid,
         spans: Vec<Value>,
     },
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl State {

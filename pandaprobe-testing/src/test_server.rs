@@ -13,8 +13,9 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::server::{server_thread, Command, ExitSignal};
-use crate::state::{lock, Settings, Shared};
-use crate::{Fault, ReceivedRequest, RequestInfo, StoredRecord, TestServerBuilder};
+use crate::state::{Settings, Shared};
+use crate::sync::lock;
+use crate::{Fault, ReceivedRequest, RequestInfo, StoredRecord};
 
 /// How long `stop`, `restart`, `start` and `drop` wait for the server thread before giving up.
 const CONTROL_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,14 +48,9 @@ impl TestServer {
     ///
     /// # Errors
     ///
-    /// See [`TestServerBuilder::start`].
+    /// See [`TestServerBuilder::start`](crate::TestServerBuilder::start).
     pub fn start() -> io::Result<TestServer> {
         Self::builder().start()
-    }
-
-    /// A builder to configure the server before starting it.
-    pub fn builder() -> TestServerBuilder {
-        TestServerBuilder::default()
     }
 
     pub(crate) fn spawn(
@@ -135,7 +131,7 @@ impl TestServer {
     }
 
     /// Every request received, whatever its outcome, in order of arrival. Empty when the
-    /// builder's [`record_requests`](TestServerBuilder::record_requests) is off.
+    /// builder's [`record_requests`](crate::TestServerBuilder::record_requests) is off.
     pub fn requests(&self) -> Vec<ReceivedRequest> {
         self.shared.requests()
     }
@@ -262,7 +258,7 @@ impl TestServer {
     /// Listen again on the same port (with `SO_REUSEADDR`), keeping every record, the stored
     /// traces, the fault queue and the responder. If the server is listening, this first does
     /// what [`stop`](Self::stop) does. Also starts a server built with
-    /// [`bind_later`](TestServerBuilder::bind_later).
+    /// [`bind_later`](crate::TestServerBuilder::bind_later).
     ///
     /// # Errors
     ///

@@ -4,72 +4,14 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::defaults::*;
 use super::env::{self, EnvValue};
-use super::{Config, Hook, RateLimit};
+use super::settings::{shown_endpoint, Hook, RateLimit};
 use crate::capture::Capture;
-use crate::client::Client;
 use crate::drop_event::DropEvent;
 use crate::error::ConfigError;
 
-/// Default base URL of the hosted PandaProbe API.
-pub const DEFAULT_ENDPOINT: &str = "https://api.pandaprobe.com";
-/// Default number of waiting records that wakes the worker at once.
-pub const DEFAULT_BATCH_SIZE: usize = 100;
-/// Default longest time a record waits in the queue before the worker looks at it.
-pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// Default capacity of the record queue.
-pub const DEFAULT_MAX_QUEUE_SIZE: usize = 10_000;
-/// Default byte budget: the most memory the records the SDK holds may take, all together
-/// (queued, in the worker, waiting for a retry or for their trace, scored through open traces).
-pub const DEFAULT_MAX_QUEUE_BYTES: usize = 128 * 1024 * 1024;
-/// Default size limit of one record (a score, a span, a trace's own fields), as the Langfuse
-/// SDK's: over it, the largest fields are replaced by a marker until it fits.
-pub const DEFAULT_MAX_RECORD_BYTES: usize = 1_000_000;
-/// Default bound on requests in flight at once.
-pub const DEFAULT_MAX_IN_FLIGHT: usize = 32;
-/// Default timeout of one HTTP request, from sending to the end of the answer.
-pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-/// Default timeout for opening a connection.
-pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default number of retries after the first attempt of one record.
-pub const DEFAULT_MAX_RETRIES: u32 = 8;
-/// Default wait before the first retry (doubling, with jitter).
-pub const DEFAULT_RETRY_INITIAL_BACKOFF: Duration = Duration::from_millis(500);
-/// Default cap on one wait between retries.
-pub const DEFAULT_RETRY_MAX_BACKOFF: Duration = Duration::from_secs(30);
-/// Default longest time one record is retried for, from its first failure.
-pub const DEFAULT_RETRY_MAX_ELAPSED: Duration = Duration::from_secs(300);
-/// Default cap on a server's `Retry-After`, and on a rate-limit pause.
-pub const DEFAULT_MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
-/// Default time that dropping the last client handle spends delivering what is queued.
-pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// What `score()` does when the queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum QueueFullPolicy {
-    /// Drop the new record at once, count it as `dropped.queue_full` and return
-    /// [`ScoreError::QueueFull`](crate::ScoreError::QueueFull). The default: the caller never
-    /// waits.
-    #[default]
-    DropNew,
-    /// Wait up to this long for room, then drop as above. Never on the worker's own thread
-    /// (a drop hook that scores runs there): waiting there would wait for the worker itself,
-    /// so such a call drops at once.
-    Block(Duration),
-}
-
-/// The API key: kept out of every `Debug` and `Display` output.
-#[derive(Clone)]
-pub(super) struct ApiKey(pub(super) String);
-
-impl fmt::Debug for ApiKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("\"<redacted>\"")
-    }
-}
-
-/// Builds a [`Client`]. [`Client::builder`] starts from the defaults alone;
+/// Builds a [`Client`](crate::Client). [`Client::builder`](crate::Client::builder) starts from the defaults alone;
 /// [`ClientBuilder::from_env`] starts from the `PANDAPROBE_*` environment variables, and
 /// setters called afterwards win over them.
 ///
@@ -127,7 +69,7 @@ pub struct ClientBuilder {
     pub(super) endpoint: String,
     pub(super) environment: Option<String>,
     pub(super) release: Option<String>,
-    pub(super) enabled: bool,
+    pub(crate) enabled: bool,
     pub(super) debug: bool,
     pub(super) batch_size: usize,
     pub(super) flush_interval: Duration,
@@ -159,7 +101,7 @@ impl fmt::Debug for ClientBuilder {
         f.debug_struct("ClientBuilder")
             .field("api_key", &self.api_key)
             .field("project_name", &self.project_name)
-            .field("endpoint", &super::shown_endpoint(&self.endpoint))
+            .field("endpoint", &shown_endpoint(&self.endpoint))
             .field("enabled", &self.enabled)
             .field("batch_size", &self.batch_size)
             .field("flush_interval", &self.flush_interval)
@@ -496,24 +438,5 @@ impl ClientBuilder {
     pub fn capture(mut self, capture: &Capture) -> Self {
         self.capture = Some(capture.clone());
         self
-    }
-
-    /// Checks the settings and starts the client's worker thread (unless disabled).
-    ///
-    /// # Errors
-    ///
-    /// A [`ConfigError`] naming the setting (or environment variable) that cannot be used:
-    /// a missing API key or project name, a malformed endpoint or project name, a zero size or
-    /// duration, a value in the environment that does not parse; or the worker thread could not
-    /// be started.
-    pub fn build(self) -> Result<Client, ConfigError> {
-        if !self.enabled {
-            return Ok(Client::disabled());
-        }
-        Client::start(self.into_config()?)
-    }
-
-    pub(crate) fn into_config(self) -> Result<Config, ConfigError> {
-        super::resolve(self)
     }
 }

@@ -2,100 +2,25 @@
 //! handle) queues one `POST /traces` with every span embedded, followed by the scores made
 //! through it.
 
-mod data;
 mod sanitize;
+mod shared;
 mod span;
 
 use std::fmt;
-use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::budget::Charge;
-use crate::context::{EnteredTrace, InScope};
 use crate::error::ScoreError;
 use crate::producer::Producer;
 use crate::score::Score;
 
-pub(crate) use data::{as_object, not_null, EndedTrace, SpanData, TraceData};
-pub use data::{SpanKind, SpanStatus, TraceStatus, MAX_SPANS_PER_REQUEST};
+use crate::trace_data::{as_object, not_null, TraceData};
+pub use crate::trace_data::{SpanKind, SpanStatus, TraceStatus, MAX_SPANS_PER_REQUEST};
+use shared::{EndOnDrop, OpenTrace, TraceShared};
 pub use span::Span;
-
-/// A trace until it ends.
-struct OpenTrace {
-    data: TraceData,
-    /// Scores made through the trace, validated, counted and charged, sent after it.
-    scores: Vec<(Score, Charge)>,
-}
-
-/// What a trace's handles and spans share. They hold the queue's producer side, not a
-/// [`Client`](crate::Client): a trace or a span never keeps the worker alive, and dropping one
-/// never runs a shutdown (which blocks). A trace that ends after the last client handle went
-/// is refused as shut down, counted and handed to the drop hook like any refused record.
-pub(crate) struct TraceShared {
-    /// `None` for a disabled client.
-    producer: Option<Producer>,
-    trace_id: Uuid,
-    /// `None` once the trace has ended.
-    open: Mutex<Option<OpenTrace>>,
-}
-
-impl TraceShared {
-    fn lock(&self) -> MutexGuard<'_, Option<OpenTrace>> {
-        self.open
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    pub(crate) fn trace_id(&self) -> Uuid {
-        self.trace_id
-    }
-
-    /// Runs `f` on the trace's data while it is open; does nothing after it ended.
-    pub(crate) fn update(&self, f: impl FnOnce(&mut TraceData)) {
-        if let Some(open) = &mut *self.lock() {
-            f(&mut open.data);
-        }
-    }
-
-    /// Adds a span unless the trace has ended; returns its position.
-    pub(crate) fn add_span(&self, span: SpanData) -> Option<usize> {
-        let mut guard = self.lock();
-        let open = guard.as_mut()?;
-        open.data.spans.push(span);
-        Some(open.data.spans.len() - 1)
-    }
-
-    /// Ends the trace once: open spans end with it, NUL characters are replaced, and one
-    /// record is queued. A trace ended by a panic is marked [`TraceStatus::Error`].
-    fn end(&self, panicking: bool) {
-        let Some(mut open) = self.lock().take() else {
-            return;
-        };
-        let now = SystemTime::now();
-        let data = &mut open.data;
-        data.ended_at.get_or_insert(now);
-        if panicking {
-            data.status = TraceStatus::Error;
-        }
-        for span in &mut data.spans {
-            span.ended_at.get_or_insert(now);
-        }
-        let nul_replaced = sanitize::replace_nul(data);
-        if let Some(producer) = &self.producer {
-            producer.trace_ended(
-                EndedTrace {
-                    data: open.data,
-                    scores: open.scores,
-                },
-                nul_replaced,
-            );
-        }
-    }
-}
 
 /// Starts a trace with options; from [`Client::trace`](crate::Client::trace).
 ///
@@ -222,16 +147,6 @@ impl TraceBuilder {
         Trace {
             handle: Arc::new(EndOnDrop(shared)),
         }
-    }
-}
-
-/// Ends the trace when the last [`Trace`] handle goes. Spans hold the shared state, not this,
-/// so an open span never keeps its trace from ending.
-struct EndOnDrop(Arc<TraceShared>);
-
-impl Drop for EndOnDrop {
-    fn drop(&mut self) {
-        self.0.end(std::thread::panicking());
     }
 }
 
@@ -381,44 +296,9 @@ impl Trace {
         self.shared().end(false);
     }
 
-    /// Makes this the current trace on this thread until the guard is dropped:
-    /// [`current_trace_id`](crate::current_trace_id) returns its id, ahead of any `tracing`
-    /// span's trace. Guards nest. For async code, use [`in_scope`](Self::in_scope).
-    ///
-    /// ```
-    /// # let client = pandaprobe::Client::disabled();
-    /// let trace = client.start_trace("batch-job");
-    /// let _entered = trace.enter();
-    /// assert_eq!(pandaprobe::current_trace_id(), Some(trace.trace_id()));
-    /// ```
-    pub fn enter(&self) -> EnteredTrace<'_> {
-        EnteredTrace::new(self)
-    }
-
-    /// Wraps `future` so that this is the current trace whenever it is polled, on whichever
-    /// thread polls it (like `tracing`'s `Instrumented`). The future holds a handle to the
-    /// trace.
-    ///
-    /// ```
-    /// # async fn answer() -> String { String::from("42") }
-    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// # let client = pandaprobe::Client::disabled();
-    /// # let runtime = tokio::runtime::Builder::new_current_thread().build()?;
-    /// # runtime.block_on(async {
-    /// let trace = client.start_trace("agent");
-    /// let answer = trace
-    ///     .in_scope(async {
-    ///         let answer = answer().await;
-    ///         // This trace, after every .await, whichever thread resumes the future.
-    ///         assert_eq!(pandaprobe::current_trace_id(), Some(trace.trace_id()));
-    ///         answer
-    ///     })
-    ///     .await;
-    /// trace.set_output(serde_json::json!({ "answer": answer }));
-    /// # });
-    /// # Ok(()) }
-    /// ```
-    pub fn in_scope<F: Future>(&self, future: F) -> InScope<F> {
-        InScope::new(self.clone(), future)
+    /// A span that ends this trace when it ends ([`Client::span`](crate::Client::span)
+    /// outside any trace).
+    pub(crate) fn into_owning_span(self, name: String, kind: SpanKind) -> Span {
+        Span::owning(self.handle, name, kind)
     }
 }

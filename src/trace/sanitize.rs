@@ -4,7 +4,7 @@
 
 use serde_json::{Map, Value};
 
-use super::data::TraceData;
+use crate::trace_data::TraceData;
 
 const REPLACEMENT: &str = "\u{FFFD}";
 
@@ -83,7 +83,7 @@ fn fix_json(value: &mut Value) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::trace::data::{SpanData, SpanKind, TraceStatus};
+    use crate::trace_data::{SpanData, SpanKind, TraceStatus};
     use serde_json::json;
     use std::time::SystemTime;
     use uuid::Uuid;

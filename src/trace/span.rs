@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::data::{as_object, not_null, SpanData, SpanKind, SpanStatus};
-use super::TraceShared;
+use super::shared::{EndOnDrop, TraceShared};
+use crate::trace_data::{as_object, not_null, SpanData, SpanKind, SpanStatus, TraceStatus};
 
 /// An open span. Ending it ([`Span::end`] or dropping it) stamps its end time; it is sent with
 /// its trace. Setters take `&self`; after the trace has ended they do nothing. A span dropped
@@ -39,7 +39,7 @@ pub struct Span {
     index: Option<usize>,
     /// The trace this span opened for itself ([`Client::span`](crate::Client::span) outside
     /// any trace): it ends right after the span, as a field dropped after [`Drop::drop`].
-    own_trace: Option<super::Trace>,
+    own_trace: Option<Arc<EndOnDrop>>,
 }
 
 impl fmt::Debug for Span {
@@ -70,8 +70,8 @@ impl Span {
 
     /// A span that ends `trace` when it ends: the trace has this span only, and takes its
     /// error status.
-    pub(crate) fn owning(trace: super::Trace, name: String, kind: SpanKind) -> Span {
-        let mut span = trace.span(name, kind);
+    pub(super) fn owning(trace: Arc<EndOnDrop>, name: String, kind: SpanKind) -> Span {
+        let mut span = Span::open(&trace.0, None, name, kind);
         span.own_trace = Some(trace);
         span
     }
@@ -179,7 +179,7 @@ impl Drop for Span {
             failed = s.status == SpanStatus::Error;
         });
         if let (Some(trace), true) = (&self.own_trace, failed) {
-            trace.set_status(super::TraceStatus::Error);
+            trace.0.update(|d| d.status = TraceStatus::Error);
         }
     }
 }

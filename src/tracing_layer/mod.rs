@@ -408,9 +408,11 @@ pub(crate) fn current_span_child(name: &str, kind: SpanKind) -> Option<Span> {
         .with_subscriber(|(id, dispatch)| {
             let registry = dispatch.downcast_ref::<Registry>()?;
             let span = registry.span(id)?;
-            let child = span
-                .scope()
-                .find_map(|s| s.extensions().get::<Node>().map(|node| node.child(name, kind)));
+            let child = span.scope().find_map(|s| {
+                s.extensions()
+                    .get::<Node>()
+                    .map(|node| node.child(name, kind))
+            });
             child
         })
         .flatten()

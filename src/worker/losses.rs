@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use super::log_limiter::LogLimiter;
 use crate::drop_event::{DropEvent, DropReason};
-use crate::producer::Shared;
+use crate::protocol::Shared;
 
 /// How often a repeated warning is logged at most, with a count.
 const LOG_INTERVAL: Duration = Duration::from_secs(10);

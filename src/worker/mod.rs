@@ -24,13 +24,11 @@ mod rate_window;
 mod readiness;
 mod retry;
 mod retry_queue;
-mod thread;
+pub(crate) mod thread;
 mod trace_gate;
 mod transport;
 mod waiters;
 mod wake;
-
-pub(crate) use thread::{spawn, WorkerHandle};
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -48,7 +46,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::drop_event::{DropReason, RecordKind};
 use crate::error::Waiting;
-use crate::producer::{Control, Shared};
+use crate::protocol::{Control, Shared};
 use crate::record::{Notice, Record};
 use flush_barrier::FlushBarrier;
 use job::Job;

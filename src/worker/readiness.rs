@@ -24,7 +24,7 @@ use super::Worker;
 use crate::body::spans_body;
 use crate::drop_event::DropReason;
 use crate::record_size::span_bytes;
-use crate::trace::{TraceData, MAX_SPANS_PER_REQUEST};
+use crate::trace_data::{TraceData, MAX_SPANS_PER_REQUEST};
 
 /// Up to this size of trace body, `GET` (whose one success returns about twice as much).
 const GET_UP_TO: usize = 2048;
@@ -189,9 +189,13 @@ mod tests {
         }
     }
 
-    fn span(name: &str, input: Option<serde_json::Value>) -> crate::trace::SpanData {
-        let mut span =
-            crate::trace::SpanData::new(Uuid::new_v4(), None, name.into(), crate::SpanKind::Tool);
+    fn span(name: &str, input: Option<serde_json::Value>) -> crate::trace_data::SpanData {
+        let mut span = crate::trace_data::SpanData::new(
+            Uuid::new_v4(),
+            None,
+            name.into(),
+            crate::SpanKind::Tool,
+        );
         span.input = input;
         span
     }

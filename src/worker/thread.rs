@@ -13,7 +13,7 @@ use super::transport::Transport;
 use super::Worker;
 use crate::drop_event::DropReason;
 use crate::error::{ConfigError, StartError};
-use crate::producer::{Control, Shared};
+use crate::protocol::{Control, Shared};
 use crate::record::{Notice, Record};
 
 /// The worker thread, for joining it once it has exited.

@@ -11,7 +11,7 @@ use super::flush_barrier::FlushBarrier;
 use crate::config::MAX_DURATION;
 use crate::drop_event::DropReason;
 use crate::error::{FlushError, Waiting};
-use crate::producer::Reply;
+use crate::protocol::Reply;
 
 /// Drops not yet reported to a flush or shutdown, or gathered for one.
 #[derive(Default, Clone, Copy)]
