@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, StreamBody};
-use hyper::body::{Frame, Incoming};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -34,63 +34,12 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-/// The answer given when the script queue is empty.
-pub const DEFAULT_ANSWER: &str = "Hello from the fake provider.";
+mod answers;
+mod reply;
 
-/// The model named in answers when the request names none.
-pub const DEFAULT_MODEL: &str = "fake-model";
+use answers::{chat, embeddings, json_response, stream_chat, Body};
 
-/// The prompt token count every answer reports.
-pub const PROMPT_TOKENS: u64 = 12;
-
-/// One scripted answer to a chat completion request.
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub enum Reply {
-    /// An assistant message with this content; streamed word by word when asked to stream.
-    Text(String),
-    /// An assistant message calling one tool with these JSON arguments (a string, as OpenAI
-    /// sends them); streamed as `delta.tool_calls` fragments when asked to stream.
-    ToolCall {
-        /// The function's name.
-        name: String,
-        /// The arguments, as a JSON text.
-        arguments: String,
-    },
-    /// An HTTP error answer in OpenAI's error shape.
-    Error {
-        /// The HTTP status, e.g. 429 or 500.
-        status: u16,
-        /// The error message.
-        message: String,
-    },
-    /// An answer cut midway: a stream sends this many content chunks of [`DEFAULT_ANSWER`],
-    /// then the connection is cut; a non-streamed request gets its connection cut at once.
-    CutAfterChunks(usize),
-}
-
-impl Reply {
-    /// A text answer.
-    pub fn text(content: impl Into<String>) -> Reply {
-        Reply::Text(content.into())
-    }
-
-    /// A tool-call answer.
-    pub fn tool_call(name: impl Into<String>, arguments: impl Into<String>) -> Reply {
-        Reply::ToolCall {
-            name: name.into(),
-            arguments: arguments.into(),
-        }
-    }
-
-    /// An HTTP error answer.
-    pub fn error(status: u16, message: impl Into<String>) -> Reply {
-        Reply::Error {
-            status,
-            message: message.into(),
-        }
-    }
-}
+pub use reply::{Reply, DEFAULT_ANSWER, DEFAULT_MODEL, PROMPT_TOKENS};
 
 /// A request the provider received.
 #[derive(Debug, Clone, PartialEq)]
@@ -196,8 +145,6 @@ impl Drop for FakeProvider {
     }
 }
 
-type Body = http_body_util::combinators::BoxBody<Bytes, io::Error>;
-
 async fn serve(
     state: Arc<Mutex<State>>,
     mut stopped: oneshot::Receiver<()>,
@@ -234,40 +181,6 @@ async fn serve(
             }
         }
     }
-}
-
-fn body(frames: Vec<Result<Frame<Bytes>, io::Error>>) -> Body {
-    StreamBody::new(futures_util::stream::iter(frames)).boxed()
-}
-
-/// The data frames, then a cut: the yield first lets hyper flush what was sent, so the
-/// client really receives the chunks before the connection breaks.
-fn body_then_cut(frames: Vec<Result<Frame<Bytes>, io::Error>>) -> Body {
-    use futures_util::StreamExt;
-    let cut = futures_util::stream::once(async {
-        tokio::task::yield_now().await;
-        cut()
-    });
-    BodyExt::boxed(StreamBody::new(
-        futures_util::stream::iter(frames).chain(cut),
-    ))
-}
-
-fn json_response(status: StatusCode, value: &Value) -> Response<Body> {
-    let mut response = Response::new(body(vec![Ok(Frame::data(Bytes::from(value.to_string())))]));
-    *response.status_mut() = status;
-    response.headers_mut().insert(
-        "content-type",
-        hyper::header::HeaderValue::from_static("application/json"),
-    );
-    response
-}
-
-fn cut() -> Result<Frame<Bytes>, io::Error> {
-    Err(io::Error::new(
-        io::ErrorKind::ConnectionAborted,
-        "cut by the script",
-    ))
 }
 
 async fn handle(
@@ -323,169 +236,4 @@ async fn handle(
         ),
     };
     Ok(response)
-}
-
-fn usage(completion: u64) -> Value {
-    json!({
-        "prompt_tokens": PROMPT_TOKENS,
-        "completion_tokens": completion,
-        "total_tokens": PROMPT_TOKENS + completion,
-    })
-}
-
-fn words(content: &str) -> Vec<String> {
-    // Each chunk keeps its leading space so the chunks concatenate back to the content.
-    let mut chunks = Vec::new();
-    for (i, word) in content.split(' ').enumerate() {
-        chunks.push(if i == 0 {
-            word.to_owned()
-        } else {
-            format!(" {word}")
-        });
-    }
-    chunks
-}
-
-fn error_response(status: u16, message: &str) -> Response<Body> {
-    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_response(
-        status,
-        &json!({"error": {"message": message, "type": "fake_error", "code": status.as_u16()}}),
-    )
-}
-
-fn chat(reply: &Reply, model: &str, id: u64) -> Response<Body> {
-    let (message, finish, completion) = match reply {
-        Reply::Text(content) => (
-            json!({"role": "assistant", "content": content}),
-            "stop",
-            words(content).len() as u64,
-        ),
-        Reply::ToolCall { name, arguments } => (
-            json!({"role": "assistant", "content": null, "tool_calls": [{
-                "id": format!("call_{id}"), "type": "function",
-                "function": {"name": name, "arguments": arguments}}]}),
-            "tool_calls",
-            5,
-        ),
-        Reply::Error { status, message } => return error_response(*status, message),
-        Reply::CutAfterChunks(_) => return Response::new(body(vec![cut()])),
-    };
-    json_response(
-        StatusCode::OK,
-        &json!({
-            "id": format!("chatcmpl-{id}"),
-            "object": "chat.completion",
-            "created": 1_700_000_000,
-            "model": model,
-            "choices": [{"index": 0, "message": message, "finish_reason": finish, "logprobs": null}],
-            "usage": usage(completion),
-        }),
-    )
-}
-
-fn stream_chat(reply: &Reply, model: &str, id: u64, include_usage: bool) -> Response<Body> {
-    let chunk = |delta: Value, finish: Value| {
-        let mut value = json!({
-            "id": format!("chatcmpl-{id}"),
-            "object": "chat.completion.chunk",
-            "created": 1_700_000_000,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish, "logprobs": null}],
-        });
-        if include_usage {
-            value["usage"] = Value::Null;
-        }
-        value
-    };
-    let mut events = vec![chunk(
-        json!({"role": "assistant", "content": ""}),
-        Value::Null,
-    )];
-    let (finish, completion, cut_after) = match reply {
-        Reply::Text(content) => {
-            let parts = words(content);
-            let n = parts.len() as u64;
-            events.extend(
-                parts
-                    .into_iter()
-                    .map(|p| chunk(json!({"content": p}), Value::Null)),
-            );
-            ("stop", n, None)
-        }
-        Reply::ToolCall { name, arguments } => {
-            events.push(chunk(
-                json!({"tool_calls": [{"index": 0, "id": format!("call_{id}"), "type": "function",
-                    "function": {"name": name, "arguments": ""}}]}),
-                Value::Null,
-            ));
-            // Split the arguments in two fragments, as providers do.
-            let mid = arguments
-                .char_indices()
-                .nth(arguments.chars().count() / 2)
-                .map_or(0, |(i, _)| i);
-            for part in [&arguments[..mid], &arguments[mid..]] {
-                events.push(chunk(
-                    json!({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}),
-                    Value::Null,
-                ));
-            }
-            ("tool_calls", 5, None)
-        }
-        Reply::Error { status, message } => return error_response(*status, message),
-        Reply::CutAfterChunks(n) => {
-            let parts = words(DEFAULT_ANSWER);
-            events.extend(
-                parts
-                    .into_iter()
-                    .take(*n)
-                    .map(|p| chunk(json!({"content": p}), Value::Null)),
-            );
-            ("stop", 0, Some(()))
-        }
-    };
-    let mut frames: Vec<Result<Frame<Bytes>, io::Error>> = events
-        .iter()
-        .map(|e| Ok(Frame::data(Bytes::from(format!("data: {e}\n\n")))))
-        .collect();
-    if cut_after.is_some() {
-        return with_sse_type(body_then_cut(frames));
-    } else {
-        let last = chunk(json!({}), json!(finish));
-        frames.push(Ok(Frame::data(Bytes::from(format!("data: {last}\n\n")))));
-        if include_usage {
-            let mut usage_chunk = chunk(json!({}), Value::Null);
-            usage_chunk["choices"] = json!([]);
-            usage_chunk["usage"] = usage(completion);
-            frames.push(Ok(Frame::data(Bytes::from(format!(
-                "data: {usage_chunk}\n\n"
-            )))));
-        }
-        frames.push(Ok(Frame::data(Bytes::from_static(b"data: [DONE]\n\n"))));
-    }
-    with_sse_type(body(frames))
-}
-
-fn with_sse_type(body: Body) -> Response<Body> {
-    let mut response = Response::new(body);
-    response.headers_mut().insert(
-        "content-type",
-        hyper::header::HeaderValue::from_static("text/event-stream"),
-    );
-    response
-}
-
-fn embeddings(request: &Value, model: &str) -> Response<Body> {
-    let inputs = match request.get("input") {
-        Some(Value::Array(items)) => items.len(),
-        _ => 1,
-    };
-    let data: Vec<Value> = (0..inputs)
-        .map(|i| json!({"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3, i as f64]}))
-        .collect();
-    json_response(
-        StatusCode::OK,
-        &json!({"object": "list", "data": data, "model": model,
-            "usage": {"prompt_tokens": PROMPT_TOKENS, "total_tokens": PROMPT_TOKENS}}),
-    )
 }

@@ -1,0 +1,59 @@
+//! The scripted answers and the constants answers use.
+
+/// The answer given when the script queue is empty.
+pub const DEFAULT_ANSWER: &str = "Hello from the fake provider.";
+
+/// The model named in answers when the request names none.
+pub const DEFAULT_MODEL: &str = "fake-model";
+
+/// The prompt token count every answer reports.
+pub const PROMPT_TOKENS: u64 = 12;
+
+/// One scripted answer to a chat completion request.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Reply {
+    /// An assistant message with this content; streamed word by word when asked to stream.
+    Text(String),
+    /// An assistant message calling one tool with these JSON arguments (a string, as OpenAI
+    /// sends them); streamed as `delta.tool_calls` fragments when asked to stream.
+    ToolCall {
+        /// The function's name.
+        name: String,
+        /// The arguments, as a JSON text.
+        arguments: String,
+    },
+    /// An HTTP error answer in OpenAI's error shape.
+    Error {
+        /// The HTTP status, e.g. 429 or 500.
+        status: u16,
+        /// The error message.
+        message: String,
+    },
+    /// An answer cut midway: a stream sends this many content chunks of [`DEFAULT_ANSWER`],
+    /// then the connection is cut; a non-streamed request gets its connection cut at once.
+    CutAfterChunks(usize),
+}
+
+impl Reply {
+    /// A text answer.
+    pub fn text(content: impl Into<String>) -> Reply {
+        Reply::Text(content.into())
+    }
+
+    /// A tool-call answer.
+    pub fn tool_call(name: impl Into<String>, arguments: impl Into<String>) -> Reply {
+        Reply::ToolCall {
+            name: name.into(),
+            arguments: arguments.into(),
+        }
+    }
+
+    /// An HTTP error answer.
+    pub fn error(status: u16, message: impl Into<String>) -> Reply {
+        Reply::Error {
+            status,
+            message: message.into(),
+        }
+    }
+}
