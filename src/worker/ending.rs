@@ -64,7 +64,6 @@ impl Worker {
             }
         }
         self.barrier.clear();
-        self.active = 0;
         dropped
     }
 

@@ -37,7 +37,6 @@ impl Worker {
                     for job in self.gate.trace_abandoned(id) {
                         self.barrier.open(job.seq);
                         self.scores.push(job);
-                        self.active += 1;
                     }
                 }
             }
@@ -46,14 +45,13 @@ impl Worker {
             // Scores of a trace open too long to keep waiting: flushes wait for them again.
             self.barrier.open(job.seq);
             self.scores.push(job);
-            self.active += 1;
         }
         // Bounded by count and by bytes, so that the loop answers flush and shutdown in time
         // however large the records are.
         let (mut taken, mut bytes) = (0, 0);
         let most = self.shared.config.batch_size.clamp(64, 1024);
         self.more_to_take = false;
-        while self.active < self.window && !self.gate.is_full() {
+        while self.in_hand() < self.window && !self.gate.is_full() {
             if taken >= most || bytes >= INTAKE_BYTES_PER_TURN {
                 self.more_to_take = !self.records.is_empty();
                 break;
@@ -122,7 +120,6 @@ impl Worker {
                     );
                     self.barrier.open(seq);
                     self.traces.push(job);
-                    self.active += 1;
                 }
             }
         }
@@ -168,7 +165,6 @@ impl Worker {
         }
         if let Some(job) = self.gate.admit(job.trace_id, job) {
             self.scores.push(job);
-            self.active += 1;
         }
     }
 }

@@ -134,8 +134,6 @@ struct Worker {
     waiters: Waiters,
     poller: Poller,
     losses: Losses,
-    /// Jobs in hand outside the trace gate; bounded by `window`.
-    active: usize,
     /// The lane whose turn it is to send.
     next_lane: Route,
     window: usize,
@@ -194,7 +192,6 @@ impl Worker {
             next_key: 0,
             barrier: FlushBarrier::default(),
             waiters: Waiters::default(),
-            active: 0,
             next_lane: Route::Trace,
             more_to_take: false,
         }
@@ -266,7 +263,6 @@ impl Worker {
     /// A job released by the trace gate goes to its line, in hand again.
     fn release(&mut self, job: Job) {
         self.lane(Route::of(&job)).push(job);
-        self.active += 1;
     }
 
     /// Retries whose time has come, and the scores of traces left open too long.
@@ -387,8 +383,19 @@ impl Worker {
         waiting
     }
 
+    /// Jobs in hand outside the trace gate (ready in a lane, under way, waiting for a retry);
+    /// intake keeps it under `window`. Derived from where the jobs are, so that no count kept
+    /// beside them can drift (or underflow and stop intake).
+    fn in_hand(&self) -> usize {
+        self.scores.ready()
+            + self.traces.ready()
+            + self.spans.ready()
+            + self.sending.len()
+            + self.retries.len()
+    }
+
     fn drained(&self) -> bool {
-        self.active == 0 && self.gate.held() == 0 && self.records.is_empty()
+        self.in_hand() == 0 && self.gate.held() == 0 && self.records.is_empty()
     }
 
     fn next_deadline(&self, now: Instant) -> Instant {

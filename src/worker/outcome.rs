@@ -91,7 +91,6 @@ impl Worker {
     /// Counts the outcome of a job in hand and forgets it.
     pub(super) fn finish(&mut self, job: Job, dropped: Option<DropReason>, now: Instant) {
         self.settle(job, dropped, now);
-        self.active -= 1;
     }
 
     /// Counts a job's outcome (in hand or held by the gate). Spans added to a trace are part of
