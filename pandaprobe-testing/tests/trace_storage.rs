@@ -141,7 +141,9 @@ fn trace_validation_errors_are_422() {
 
 #[test]
 fn scores_are_refused_with_500_until_their_trace_is_stored() {
-    let store_time = ms(300);
+    // Long enough that a loopback request always lands inside it, so the early check below
+    // always runs (a conditional one would check nothing on a slow machine).
+    let store_time = ms(1000);
     let server = server(store_time, Duration::ZERO, 2);
     // A trace that was never sent: the foreign key fails.
     let unknown = score_for("00000000-0000-4000-8000-000000000000");
@@ -154,10 +156,12 @@ fn scores_are_refused_with_500_until_their_trace_is_stored() {
     assert_eq!(trace.status, 202);
     let early = one(&server, Call::new(SCORES_PATH, score_body().to_string()));
     // The trace is stored no earlier than `sent_at + store_time`.
-    if sent_at.elapsed() < store_time {
-        assert_eq!(early.status, 500);
-        assert_eq!(server.trace_stored_at(uuid(TRACE_ID)), None);
-    }
+    assert!(
+        sent_at.elapsed() < store_time,
+        "a loopback request took longer than {store_time:?}: the early check cannot run"
+    );
+    assert_eq!(early.status, 500);
+    assert_eq!(server.trace_stored_at(uuid(TRACE_ID)), None);
     assert!(server.wait_for_stored_traces(1, WAIT));
     let stored_at = server.trace_stored_at(uuid(TRACE_ID)).expect("stored");
     assert!(stored_at >= sent_at + store_time);
