@@ -12,12 +12,12 @@ use std::task::{Context, Poll};
 use uuid::Uuid;
 
 use crate::client::Client;
-use crate::trace::{Span, SpanKind, Trace};
+use crate::trace::{Span, SpanKind, Trace, WeakTrace};
 
 thread_local! {
-    /// The innermost trace entered on this thread: a handle, so that an integration can open
-    /// a span in it ([`current_span`]).
-    static ENTERED: RefCell<Option<Trace>> = const { RefCell::new(None) };
+    /// The innermost trace entered on this thread: a weak handle, so that an integration can
+    /// open a span in it ([`current_span`]) while it lives, and never keeps it open.
+    static ENTERED: RefCell<Option<WeakTrace>> = const { RefCell::new(None) };
 }
 
 /// The id of the current trace, if any: the trace entered last on this thread with
@@ -49,7 +49,7 @@ thread_local! {
 /// ```
 pub fn current_trace_id() -> Option<Uuid> {
     ENTERED
-        .try_with(|entered| entered.borrow().as_ref().map(Trace::trace_id))
+        .try_with(|entered| entered.borrow().as_ref().map(WeakTrace::trace_id))
         .ok()
         .flatten()
         .or_else(layer_trace_id)
@@ -60,7 +60,7 @@ pub fn current_trace_id() -> Option<Uuid> {
 fn current_span(name: &str, kind: SpanKind) -> Option<Span> {
     // Cloned out first: opening the span must not run inside the thread-local's borrow.
     let entered = ENTERED
-        .try_with(|entered| entered.borrow().clone())
+        .try_with(|entered| entered.borrow().as_ref().and_then(WeakTrace::upgrade))
         .ok()
         .flatten();
     match entered {
@@ -166,7 +166,7 @@ impl Client {
 /// thread that entered it only; across `.await` points use [`Trace::in_scope`].
 #[must_use = "the trace is current only until the guard is dropped"]
 pub struct EnteredTrace<'a> {
-    previous: Option<Trace>,
+    previous: Option<WeakTrace>,
     _trace: PhantomData<&'a Trace>,
     _not_send: PhantomData<*const ()>,
 }
@@ -174,7 +174,7 @@ pub struct EnteredTrace<'a> {
 impl<'a> EnteredTrace<'a> {
     pub(crate) fn new(trace: &'a Trace) -> EnteredTrace<'a> {
         let previous = ENTERED
-            .try_with(|current| current.replace(Some(trace.clone())))
+            .try_with(|current| current.replace(Some(trace.downgrade())))
             .ok()
             .flatten();
         EnteredTrace {
@@ -188,17 +188,15 @@ impl<'a> EnteredTrace<'a> {
 impl Drop for EnteredTrace<'_> {
     fn drop(&mut self) {
         // Fails only while the thread's locals are being destroyed: nothing to restore then.
-        // The handle taken out is dropped after the borrow ends (it is never the last one:
-        // the guard borrows its trace).
         let previous = self.previous.take();
-        let _left = ENTERED.try_with(|current| current.replace(previous));
+        let _ = ENTERED.try_with(|current| current.replace(previous));
     }
 }
 
 impl fmt::Debug for EnteredTrace<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EnteredTrace")
-            .field("previous", &self.previous.as_ref().map(Trace::trace_id))
+            .field("previous", &self.previous.as_ref().map(WeakTrace::trace_id))
             .finish()
     }
 }

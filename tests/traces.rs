@@ -1089,3 +1089,26 @@ fn client_span_joins_the_current_trace_or_opens_one_that_ends_with_it() {
     assert_eq!(own["status"], "ERROR");
     assert_eq!(own["spans"][0]["error"], "the provider answered 500");
 }
+
+/// Guards dropped out of order leave a wrong trace current for a while, never an open one:
+/// the thread-local holds no handle that keeps a trace from ending with its last one.
+#[test]
+fn an_entered_trace_ends_with_its_last_handle_even_if_guards_are_dropped_out_of_order() {
+    let capture = pandaprobe::Capture::new();
+    let client = Client::builder().capture(&capture).build().expect("client");
+    let outer = client.start_trace("outer");
+    let inner = client.start_trace("inner");
+    let outer_guard = outer.enter();
+    let inner_guard = inner.enter();
+    drop(outer_guard);
+    drop(inner_guard); // restores "outer" as current: the wrong order
+    let outer_id = outer.trace_id();
+    assert_eq!(pandaprobe::current_trace_id(), Some(outer_id));
+    drop(outer);
+    drop(inner);
+    client.flush(WAIT).expect("captured");
+    assert!(capture.trace(outer_id).is_some(), "ended and sent");
+    // The ended trace is no parent for new spans: this one opens a trace of its own.
+    let span = client.span("after", SpanKind::Llm);
+    assert_ne!(span.trace_id(), outer_id);
+}

@@ -7,7 +7,7 @@ mod shared;
 mod span;
 
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -147,6 +147,25 @@ impl TraceBuilder {
         Trace {
             handle: Arc::new(EndOnDrop(shared)),
         }
+    }
+}
+
+/// A trace that may have ended: what the thread-local current trace holds, so that a guard
+/// dropped out of order can never keep a trace open (and unsent) for the thread's life.
+#[derive(Clone)]
+pub(crate) struct WeakTrace {
+    trace_id: Uuid,
+    handle: Weak<EndOnDrop>,
+}
+
+impl WeakTrace {
+    pub(crate) fn trace_id(&self) -> Uuid {
+        self.trace_id
+    }
+
+    /// The trace, while a handle to it is alive.
+    pub(crate) fn upgrade(&self) -> Option<Trace> {
+        self.handle.upgrade().map(|handle| Trace { handle })
     }
 }
 
@@ -294,6 +313,14 @@ impl Trace {
     /// last handle does the same.
     pub fn end(&self) {
         self.shared().end(false);
+    }
+
+    /// A reference that does not keep the trace open, for the thread's current trace.
+    pub(crate) fn downgrade(&self) -> WeakTrace {
+        WeakTrace {
+            trace_id: self.trace_id(),
+            handle: Arc::downgrade(&self.handle),
+        }
     }
 
     /// A span that ends this trace when it ends ([`Client::span`](crate::Client::span)
