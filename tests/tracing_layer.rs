@@ -541,3 +541,23 @@ fn instrument_ret_is_the_spans_output_err_its_error_and_arguments_its_metadata()
     assert_eq!(forecasts[1]["status"], "ERROR");
     assert_eq!(forecasts[1]["error"], "30 days is too far");
 }
+
+/// `Client::span` (what LLM-client integrations call) inside a recorded `tracing` span opens
+/// its span under that one, in its trace.
+#[test]
+fn client_span_goes_under_the_nearest_recorded_tracing_span() {
+    let (traces, ()) = traces_of(|client| {
+        let root = tracing::info_span!("agent", pandaprobe.trace = "agent");
+        let _root = root.enter();
+        let step = tracing::info_span!("plan", pandaprobe.kind = "CHAIN");
+        let _step = step.enter();
+        let llm = client.span("chat gpt-x", pandaprobe::SpanKind::Llm);
+        llm.set_model("gpt-x");
+    });
+    let trace = only(&traces);
+    let plan = span(trace, "plan");
+    let chat = span(trace, "chat gpt-x");
+    assert!(plan["span_id"].is_string(), "{plan:#}");
+    assert_eq!(chat["parent_span_id"], plan["span_id"]);
+    assert_eq!(chat["model"], "gpt-x");
+}

@@ -2,6 +2,7 @@
 //! know is on [`TracingLayer`]; `fields` holds the mapping table as code, `node` what a marked
 //! span keeps, `open_roots` the traces not closed yet.
 
+mod field_values;
 mod fields;
 mod gen_ai;
 mod node;
@@ -18,7 +19,8 @@ use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::registry::{LookupSpan, Registry};
 use uuid::Uuid;
 
-use self::fields::{ErrorMessage, FieldValues, KIND_MARK, TRACE_MARK};
+use self::field_values::{ErrorMessage, FieldValues};
+use self::fields::{KIND_MARK, TRACE_MARK};
 use self::gen_ai::{gen_ai_kind, GEN_AI_AGENT_NAME, GEN_AI_OPERATION};
 use self::node::Node;
 use self::open_roots::OpenRoots;
@@ -388,32 +390,26 @@ fn lock(open: &Mutex<OpenRoots>) -> MutexGuard<'_, OpenRoots> {
 /// The trace of the current `tracing` span or its nearest marked ancestor, when the current
 /// subscriber is a [`Registry`] with a [`TracingLayer`].
 pub(crate) fn current_span_trace_id() -> Option<Uuid> {
-    tracing::Span::current()
-        .with_subscriber(|(id, dispatch)| {
-            let registry = dispatch.downcast_ref::<Registry>()?;
-            let span = registry.span(id)?;
-            let trace_id = span
-                .scope()
-                .find_map(|s| s.extensions().get::<Node>().map(Node::trace_id));
-            trace_id
-        })
-        .flatten()
+    with_nearest_node(Node::trace_id)
 }
 
 /// A new span under the nearest `tracing` span this layer recorded (for [`Client::span`]).
 ///
 /// [`Client::span`]: crate::Client::span
 pub(crate) fn current_span_child(name: &str, kind: SpanKind) -> Option<Span> {
+    with_nearest_node(|node| node.child(name, kind))
+}
+
+/// `f` on the node of the current `tracing` span or of its nearest recorded ancestor.
+fn with_nearest_node<R>(f: impl Fn(&Node) -> R) -> Option<R> {
     tracing::Span::current()
         .with_subscriber(|(id, dispatch)| {
             let registry = dispatch.downcast_ref::<Registry>()?;
             let span = registry.span(id)?;
-            let child = span.scope().find_map(|s| {
-                s.extensions()
-                    .get::<Node>()
-                    .map(|node| node.child(name, kind))
-            });
-            child
+            let found = span
+                .scope()
+                .find_map(|s| s.extensions().get::<Node>().map(&f));
+            found
         })
         .flatten()
 }

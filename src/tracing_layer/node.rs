@@ -5,7 +5,8 @@
 use serde_json::{Map, Value};
 use uuid::Uuid;
 
-use super::fields::{map_field, FieldValues, Mapped, Role};
+use super::field_values::FieldValues;
+use super::fields::{map_field, Mapped, Role};
 use crate::trace::{Span, SpanKind, SpanStatus, Trace, TraceStatus};
 
 /// The error text of a span that was open while its thread panicked.
