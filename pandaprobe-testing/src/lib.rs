@@ -146,6 +146,7 @@ mod trace_body;
 mod trace_db;
 mod trace_paths;
 mod trace_store;
+mod trace_tree;
 
 pub use builder::{
     TestServerBuilder, DEFAULT_PATH_REQUESTS_PER_MINUTE, DEFAULT_SPAN_WRITE_TIME,
@@ -158,6 +159,7 @@ pub use fault::Fault;
 pub use records::{ReceivedRequest, RequestInfo, StoredRecord};
 pub use test_server::TestServer;
 pub use trace_paths::{spans_path, trace_path, SPANS_PATH_TEMPLATE, TRACE_PATH_TEMPLATE};
+pub use trace_tree::trace_tree;
 
 /// Runs the README's examples as doc tests.
 #[cfg(doctest)]

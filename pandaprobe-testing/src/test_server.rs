@@ -170,6 +170,12 @@ impl TestServer {
             .map(|read| read.doc.to_value())
     }
 
+    /// The stored trace drawn as a tree of its spans ([`trace_tree`](crate::trace_tree)), for a
+    /// log line or an example's output; `None` when it is not stored (yet).
+    pub fn trace_tree(&self, trace_id: Uuid) -> Option<String> {
+        self.stored_trace(trace_id).map(|t| crate::trace_tree(&t))
+    }
+
     /// How many requests were received (a request counts once its body has been read).
     pub fn request_count(&self) -> usize {
         self.shared.request_count()
