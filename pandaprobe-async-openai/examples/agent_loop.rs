@@ -11,7 +11,7 @@
 //! client with `async_openai::Client::new()`; the loop is unchanged.
 
 use std::error::Error;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_openai::config::OpenAIConfig;
 use async_openai::types::chat::{
@@ -61,17 +61,13 @@ async fn main() -> Result<(), Box<dyn Error>> {
     probe.flush_async(Duration::from_secs(10)).await?;
 
     println!("answer: {answer}\n");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let tree = loop {
-        if let Some(tree) = server.trace_tree(trace_id) {
-            break tree;
-        }
-        if Instant::now() > deadline {
-            return Err("the test server never stored the trace".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    println!("the test server stored:\n{tree}");
+    let stored = server
+        .wait_for_stored_trace(trace_id, Duration::from_secs(10))
+        .ok_or("the test server never stored the trace")?;
+    println!(
+        "the test server stored:\n{}",
+        pandaprobe_testing::trace_tree(&stored)
+    );
     println!("scores stored: {}", server.score_count());
     Ok(())
 }

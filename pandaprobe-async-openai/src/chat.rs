@@ -7,9 +7,7 @@ use async_openai::types::chat::{CreateChatCompletionRequest, CreateChatCompletio
 use pandaprobe::{Span, SpanKind, SpanStatus};
 use serde_json::{json, Value};
 
-use crate::mapping::{
-    chat_input, chat_output, chat_parameters, error_text, metadata, record_usage,
-};
+use crate::mapping::{chat_input, chat_output, chat_parameters, metadata, record_usage};
 use crate::options::Options;
 use crate::stream::TracedChatStream;
 
@@ -48,7 +46,7 @@ impl<'c, C: Config> TracedChat<'c, C> {
         let result = self.inner.chat().create(request).await;
         match &result {
             Ok(response) => record_response(&span, self.options, response),
-            Err(error) => span.set_error(error_text(error)),
+            Err(error) => span.set_error(error.to_string()),
         }
         result
     }
@@ -69,7 +67,7 @@ impl<'c, C: Config> TracedChat<'c, C> {
         match self.inner.chat().create_stream(request).await {
             Ok(stream) => Ok(TracedChatStream::new(stream, span, self.options.clone())),
             Err(error) => {
-                span.set_error(error_text(&error));
+                span.set_error(error.to_string());
                 Err(error)
             }
         }

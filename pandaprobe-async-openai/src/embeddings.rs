@@ -7,7 +7,7 @@ use async_openai::types::embeddings::{CreateEmbeddingRequest, CreateEmbeddingRes
 use pandaprobe::{SpanKind, SpanStatus};
 use serde_json::json;
 
-use crate::mapping::{error_text, metadata, parameters, EMBEDDING_PARAMETERS};
+use crate::mapping::{metadata, parameters, EMBEDDING_PARAMETERS};
 use crate::options::Options;
 
 /// The span name of an embeddings call.
@@ -65,7 +65,7 @@ impl<'c, C: Config> TracedEmbeddings<'c, C> {
                 }));
                 span.set_status(SpanStatus::Ok);
             }
-            Err(error) => span.set_error(error_text(error)),
+            Err(error) => span.set_error(error.to_string()),
         }
         result
     }

@@ -28,9 +28,6 @@ const CHAT_PARAMETERS: &[&str] = &[
 /// Embedding request fields recorded as model parameters.
 pub(crate) const EMBEDDING_PARAMETERS: &[&str] = &["dimensions", "encoding_format"];
 
-/// The longest error text a span keeps: a provider's error can quote a whole response body.
-const MAX_ERROR_CHARS: usize = 2_000;
-
 /// The allowlisted fields of a serialised request, or `None` when it has none.
 pub(crate) fn parameters(request: &Value, allowed: &[&str]) -> Option<Value> {
     let object = request.as_object()?;
@@ -66,39 +63,6 @@ pub(crate) fn chat_output(mut messages: Vec<Value>) -> Option<Value> {
         1 => messages.pop(),
         _ => Some(Value::Array(messages)),
     }
-}
-
-/// The text a span keeps of an error: bounded, and with anything shaped like a key masked.
-///
-/// OpenAI's answer to a wrong key quotes part of it ("Incorrect API key provided: sk-...");
-/// a proxy may quote a bearer token. Neither may reach a trace.
-pub(crate) fn error_text(error: &dyn std::fmt::Display) -> String {
-    let text = error.to_string();
-    let mut out = String::with_capacity(text.len().min(MAX_ERROR_CHARS));
-    let mut mask_next = false;
-    for (i, word) in text.split(' ').enumerate() {
-        if i > 0 {
-            out.push(' ');
-        }
-        if mask_next || looks_like_key(word) {
-            out.push_str("[redacted]");
-        } else {
-            out.push_str(word);
-        }
-        mask_next = word.eq_ignore_ascii_case("bearer");
-        if out.chars().count() > MAX_ERROR_CHARS {
-            let cut: String = out.chars().take(MAX_ERROR_CHARS).collect();
-            return cut + "…";
-        }
-    }
-    out
-}
-
-fn looks_like_key(word: &str) -> bool {
-    let word = word.trim_matches(|c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_');
-    ["sk-", "sk_", "pk-", "key-"]
-        .iter()
-        .any(|prefix| word.len() > prefix.len() + 3 && word.starts_with(prefix))
 }
 
 /// `metadata` for a span: the provider, then whatever the answer added.
@@ -140,21 +104,6 @@ mod tests {
             Some(json!({"temperature": 0.2, "max_completion_tokens": 64}))
         );
         assert_eq!(chat_parameters(&json!({"model": "m"})), None);
-    }
-
-    #[test]
-    fn keys_in_errors_are_masked_and_errors_are_bounded() {
-        let text = error_text(&"Incorrect API key provided: sk-abc123456789. Also Bearer xyz.");
-        assert_eq!(
-            text,
-            "Incorrect API key provided: [redacted] Also Bearer [redacted]"
-        );
-        assert!(
-            !error_text(&"sk-a").contains("redacted"),
-            "too short to be a key"
-        );
-        let long = "x ".repeat(5_000);
-        assert_eq!(error_text(&long).chars().count(), MAX_ERROR_CHARS + 1);
     }
 
     #[test]

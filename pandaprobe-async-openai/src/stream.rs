@@ -11,7 +11,7 @@ use futures_core::Stream;
 use pandaprobe::{Span, SpanStatus};
 use serde_json::{json, Map, Value};
 
-use crate::mapping::{chat_output, error_text, metadata, record_usage};
+use crate::mapping::{chat_output, metadata, record_usage};
 use crate::options::Options;
 
 /// The most text the span keeps of a streamed answer (all choices together). The caller still
@@ -106,7 +106,7 @@ impl Stream for TracedChatStream {
                 }
             }
             Poll::Ready(Some(Err(error))) => {
-                let text = error_text(error);
+                let text = error.to_string();
                 this.end(Some(format!(
                     "stream failed after {} chunks: {text}",
                     this.answer.chunks

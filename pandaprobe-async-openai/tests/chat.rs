@@ -2,7 +2,7 @@
 //! traced client against the offline fake provider: plain, streamed, tool calls, errors, cut
 //! and dropped streams, content capture off, and which trace a call joins.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_openai::config::OpenAIConfig;
 use async_openai::types::chat::{
@@ -86,14 +86,9 @@ impl Setup {
 
     async fn stored(&self, id: pandaprobe::Uuid) -> Value {
         self.probe.flush_async(WAIT).await.expect("flush");
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Some(trace) = self.server.stored_trace(id) {
-                return trace;
-            }
-            assert!(Instant::now() < deadline, "trace {id} never stored");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        self.server
+            .wait_for_stored_trace(id, WAIT)
+            .unwrap_or_else(|| panic!("trace {id} never stored"))
     }
 }
 

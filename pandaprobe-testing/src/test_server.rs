@@ -205,6 +205,31 @@ impl TestServer {
         self.shared.wait_for_stored_traces(n, timeout)
     }
 
+    /// Wait until the trace `trace_id` is stored and return it as
+    /// [`stored_trace`](Self::stored_trace) does; `None` if `timeout` passed first. Wakes on
+    /// each trace stored, without polling.
+    pub fn wait_for_stored_trace(
+        &self,
+        trace_id: Uuid,
+        timeout: Duration,
+    ) -> Option<serde_json::Value> {
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            // The count is read before the look, so a trace stored in between wakes the wait.
+            let seen = self.stored_trace_count();
+            if let Some(trace) = self.stored_trace(trace_id) {
+                return Some(trace);
+            }
+            let left = match deadline {
+                Some(deadline) => deadline.checked_duration_since(Instant::now())?,
+                None => timeout,
+            };
+            if !self.wait_for_stored_traces(seen + 1, left) {
+                return self.stored_trace(trace_id);
+            }
+        }
+    }
+
     /// Wait until at least `n` requests were received; `false` if `timeout` passed first.
     pub fn wait_for_requests(&self, n: usize, timeout: Duration) -> bool {
         self.shared.wait_for_requests(n, timeout)

@@ -399,3 +399,28 @@ fn the_quota_refuses_valid_traces_once_used_up() {
     );
     assert_eq!(server.trace_count(), 1);
 }
+
+#[test]
+fn waiting_for_one_trace_returns_it_once_stored_and_none_for_one_never_sent() {
+    let (a, b) = (
+        "00000000-0000-4000-8000-00000000000a",
+        "00000000-0000-4000-8000-00000000000b",
+    );
+    // Two workers, so `b` (no spans) is stored while `a` (100 spans) still waits.
+    let server = server(ms(10), ms(5), 2);
+    let calls = [
+        Call::new(TRACES_PATH, trace_with_spans(a, 100)),
+        Call::new(TRACES_PATH, trace_with_spans(b, 0)),
+    ];
+    assert_eq!(statuses(&server, &calls), vec![202; 2]);
+    let trace = server
+        .wait_for_stored_trace(uuid(a), WAIT)
+        .expect("stored in time");
+    assert_eq!(trace["spans"].as_array().map(Vec::len), Some(100));
+    assert!(
+        server.trace_stored_at(uuid(b)).is_some(),
+        "b was stored first"
+    );
+    let never = "00000000-0000-4000-8000-00000000000c";
+    assert_eq!(server.wait_for_stored_trace(uuid(never), ms(50)), None);
+}

@@ -2,6 +2,7 @@
 //! handle) queues one `POST /traces` with every span embedded, followed by the scores made
 //! through it.
 
+mod error_text;
 mod sanitize;
 mod shared;
 mod span;

@@ -151,9 +151,14 @@ impl Span {
     }
 
     /// Records an error and sets the status to [`SpanStatus::Error`].
+    ///
+    /// The text is kept to 2,000 characters, and words shaped like a key (`sk-…`, `pk-…`,
+    /// `key-…`, the word after `Bearer`) are replaced by `[redacted]`: an error is often a
+    /// provider's answer, and a provider quotes the key it refused.
     pub fn set_error(&self, error: impl Into<String>) {
+        let error = super::error_text::masked(&error.into());
         self.update(|s| {
-            s.error = Some(error.into());
+            s.error = Some(error);
             s.status = SpanStatus::Error;
         });
     }
