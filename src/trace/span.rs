@@ -112,6 +112,13 @@ impl Span {
         self.update(|s| s.output = not_null(output));
     }
 
+    /// Renames the span: for a name known only once the work has started (OpenTelemetry's
+    /// `update_name`). Cut to 512 characters when sent, like the name given at the start.
+    pub fn set_name(&self, name: impl Into<String>) {
+        let name = name.into();
+        self.update(|s| s.name = name);
+    }
+
     /// Sets the model name.
     pub fn set_model(&self, model: impl Into<String>) {
         self.update(|s| s.model = Some(model.into()));

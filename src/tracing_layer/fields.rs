@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use super::field_values::FieldValue;
+use super::gen_ai::{input_messages, output_messages};
 
 /// The field that makes a span a trace; a string value names it.
 pub(super) const TRACE_MARK: &str = "pandaprobe.trace";
@@ -52,12 +53,12 @@ pub(super) fn map_field(name: &'static str, value: FieldValue, role: Role) -> Op
             Mapped::Model(value.into_text())
         }
         // The GenAI conventions' content (recorded when the emitter's content capture is on).
-        ("gen_ai.input.messages" | "gen_ai.prompt" | "gen_ai.tool.call.arguments", _) => {
-            Mapped::Input(parse_json(value))
-        }
-        ("gen_ai.output.messages" | "gen_ai.completion" | "gen_ai.tool.call.result", _) => {
-            Mapped::Output(parse_json(value))
-        }
+        ("gen_ai.input.messages", _) => Mapped::Input(input_messages(parse_json(value))),
+        ("gen_ai.output.messages", _) => Mapped::Output(output_messages(parse_json(value))),
+        ("gen_ai.prompt" | "gen_ai.tool.call.arguments", _) => Mapped::Input(parse_json(value)),
+        ("gen_ai.completion" | "gen_ai.tool.call.result", _) => Mapped::Output(parse_json(value)),
+        // The conventions' error class (`error.type`), and rig's for a failed tool call.
+        ("error.type" | "gen_ai.tool.error.type", _) => Mapped::Error(Some(value.into_text())),
         (
             "gen_ai.request.temperature"
             | "gen_ai.request.max_tokens"

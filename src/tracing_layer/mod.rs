@@ -21,7 +21,10 @@ use uuid::Uuid;
 
 use self::field_values::{ErrorMessage, FieldValues};
 use self::fields::{KIND_MARK, TRACE_MARK};
-use self::gen_ai::{gen_ai_kind, GEN_AI_AGENT_NAME, GEN_AI_OPERATION};
+use self::gen_ai::{
+    gen_ai_kind, span_name, GEN_AI_AGENT_NAME, GEN_AI_OPERATION, GEN_AI_REQUEST_MODEL,
+    GEN_AI_TOOL_NAME,
+};
 use self::node::Node;
 use self::open_roots::OpenRoots;
 use crate::client::Client;
@@ -40,10 +43,12 @@ type Selector = Arc<dyn Fn(&Metadata<'_>) -> bool + Send + Sync>;
 /// |---|---|
 /// | `pandaprobe.trace` | the span is a **trace**, named by the field's value if it is a string, else by the span's name (inside another trace it is a span of that trace) |
 /// | `pandaprobe.kind` | the span, inside a trace, is a **span** of it, under the nearest marked span; the value names the [`SpanKind`] (`"llm"`, `"tool"`, any case; unknown: `OTHER`) |
-/// | `gen_ai.operation.name` (OpenTelemetry GenAI conventions, as rig emits them) | the span is taken without a mark (see [`gen_ai`](Self::gen_ai)): `chat` → LLM, `execute_tool` → TOOL, `invoke_agent` → AGENT, `embeddings` → EMBEDDING; outside a trace it opens one, named by `gen_ai.agent.name` |
+/// | `gen_ai.operation.name` (OpenTelemetry GenAI conventions, as rig emits them) | the span is taken without a mark (see [`gen_ai`](Self::gen_ai)): `chat` → LLM, `execute_tool` → TOOL, `invoke_agent` → AGENT, `embeddings` → EMBEDDING; outside a trace it opens one, named by `gen_ai.agent.name`. Inside a trace a tool span is named by `gen_ai.tool.name`, an agent span by its agent, a model call `{operation} {gen_ai.request.model}` (`chat gpt-4o`); it is `OK` when it closes without an error |
 /// | `model`, `gen_ai.request.model`, `gen_ai.response.model` | span: `model` |
-/// | `gen_ai.input.messages`, `gen_ai.prompt`, `gen_ai.tool.call.arguments` | `input` (JSON parsed as below) |
-/// | `gen_ai.output.messages`, `gen_ai.completion`, `gen_ai.tool.call.result` | `output` |
+/// | `gen_ai.input.messages` | `input`: the conventions' `[{role, parts}]` become `{"messages": [{role, content, tool_calls}]}`, tool results `tool` messages (as the LLM-client crates record them); a message with a part of another type keeps the whole value as it is |
+/// | `gen_ai.output.messages` | `output`: the assistant message, converted the same way |
+/// | `gen_ai.prompt`, `gen_ai.tool.call.arguments` | `input` (JSON parsed as below) |
+/// | `gen_ai.completion`, `gen_ai.tool.call.result` | `output` |
 /// | `gen_ai.request.temperature`, `max_tokens`, `top_p`, `top_k`, `frequency_penalty`, `presence_penalty`, `seed` | span: `model_parameters` (`temperature`, …) |
 /// | `prompt_tokens`, `gen_ai.usage.input_tokens` | span: `token_usage.prompt_tokens` |
 /// | `completion_tokens`, `gen_ai.usage.output_tokens` | span: `token_usage.completion_tokens` |
@@ -52,6 +57,7 @@ type Selector = Arc<dyn Fn(&Metadata<'_>) -> bool + Send + Sync>;
 /// | `session_id`, `user_id` | trace: `session_id`, `user_id` |
 /// | `tags` | trace: `tags`, split at commas |
 /// | `error` | status `ERROR`, with the value as the span's `error` (a trace's `metadata.error`); `false` means no error |
+/// | `error.type`, `gen_ai.tool.error.type` (the conventions' error class) | status `ERROR`, with the class as the error |
 /// | any other field | a key of `metadata` (as are the span-only fields of a trace, the trace-only fields of a span, and counts or costs that are not numbers) |
 ///
 /// A span that is neither marked, nor a GenAI span, nor selected by [`root_if`](Self::root_if) or
@@ -260,14 +266,23 @@ where
         attrs.record(&mut values);
         let agent = gen_ai.then(|| values.text(GEN_AI_AGENT_NAME)).flatten();
         let name = values.text(TRACE_MARK).or(agent).unwrap_or(meta.name());
+        let operation = gen_ai.then(|| values.text(GEN_AI_OPERATION)).flatten();
         let kind = match values.text(KIND_MARK).and_then(SpanKind::from_name) {
             Some(kind) => kind,
-            None if gen_ai => values
-                .text(GEN_AI_OPERATION)
-                .map(gen_ai_kind)
-                .unwrap_or_default(),
-            None => SpanKind::default(),
+            None => operation.map(gen_ai_kind).unwrap_or_default(),
         };
+        // Inside a trace, a GenAI span is named as the conventions name it; a trace it opens
+        // keeps the agent's name.
+        let span_name = operation
+            .and_then(|operation| {
+                span_name(
+                    operation,
+                    values.text(GEN_AI_TOOL_NAME),
+                    agent,
+                    values.text(GEN_AI_REQUEST_MODEL),
+                )
+            })
+            .unwrap_or_else(|| name.to_owned());
 
         // The child is opened while the parent's extensions are read-locked: the SDK logs
         // nothing there, so no hook can re-enter that lock.
@@ -275,10 +290,10 @@ where
             parent.scope().find_map(|ancestor| {
                 let extensions = ancestor.extensions();
                 let node = extensions.get::<Node>()?;
-                Some(self.owns(node).then(|| node.child(name, kind)))
+                Some(self.owns(node).then(|| node.child(&span_name, kind)))
             })
         });
-        let mut node = match child {
+        let node = match child {
             Some(Some(child)) => Node::span(self.id, child),
             // The nearest marked ancestor belongs to another layer.
             Some(None) => return,
@@ -290,6 +305,7 @@ where
             }
             None => return,
         };
+        let mut node = node.with_gen_ai(operation);
         node.record(values);
         span.extensions_mut().replace(node);
     }

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::field_values::FieldValues;
 use super::fields::{map_field, Mapped, Role};
+use super::gen_ai::{gen_ai_kind, span_name, GEN_AI_REQUEST_MODEL, GEN_AI_TOOL_NAME};
 use crate::trace::{Span, SpanKind, SpanStatus, Trace, TraceStatus};
 
 /// The error text of a span that was open while its thread panicked.
@@ -27,6 +28,11 @@ pub(super) struct Node {
     completion_tokens: Option<u64>,
     model_parameters: Map<String, Value>,
     failed: bool,
+    /// The GenAI operation of a span taken for its GenAI fields (no mark): it is renamed by
+    /// its tool or model when they are recorded after it opened, and ends `OK` (see `close`).
+    gen_ai: Option<String>,
+    /// An answer was recorded: output, token counts or a `gen_ai.response.*` field.
+    answered: bool,
 }
 
 impl Node {
@@ -47,7 +53,15 @@ impl Node {
             completion_tokens: None,
             model_parameters: Map::new(),
             failed: false,
+            gen_ai: None,
+            answered: false,
         }
+    }
+
+    /// Marks the node as a GenAI span of `operation`.
+    pub(super) fn with_gen_ai(mut self, operation: Option<&str>) -> Node {
+        self.gen_ai = operation.map(str::to_owned);
+        self
     }
 
     pub(super) fn is_owned_by(&self, owner: u64) -> bool {
@@ -86,6 +100,18 @@ impl Node {
         let (mut metadata_changed, mut tokens_changed, mut parameters_changed) =
             (false, false, false);
         for (name, value) in values.0 {
+            if let (Some(operation), Target::Span(span)) = (&self.gen_ai, &self.target) {
+                let text = || value.clone().into_text();
+                let renamed = match name {
+                    GEN_AI_TOOL_NAME => span_name(operation, Some(&text()), None, None),
+                    GEN_AI_REQUEST_MODEL => span_name(operation, None, None, Some(&text())),
+                    _ => None,
+                };
+                if let Some(renamed) = renamed {
+                    span.set_name(renamed);
+                }
+            }
+            self.answered |= name.starts_with("gen_ai.response.");
             let Some(mapped) = map_field(name, value, role) else {
                 continue;
             };
@@ -95,10 +121,12 @@ impl Node {
                     metadata_changed = true;
                 }
                 (_, Mapped::PromptTokens(n)) => {
+                    self.answered = true;
                     self.prompt_tokens = Some(n);
                     tokens_changed = true;
                 }
                 (_, Mapped::CompletionTokens(n)) => {
+                    self.answered = true;
                     self.completion_tokens = Some(n);
                     tokens_changed = true;
                 }
@@ -115,7 +143,10 @@ impl Node {
                     tags.into_iter().for_each(|tag| t.add_tag(tag))
                 }
                 (Target::Span(s), Mapped::Input(v)) => s.set_input(v),
-                (Target::Span(s), Mapped::Output(v)) => s.set_output(v),
+                (Target::Span(s), Mapped::Output(v)) => {
+                    self.answered = true;
+                    s.set_output(v);
+                }
                 (Target::Span(s), Mapped::Model(model)) => s.set_model(model),
                 (Target::Span(s), Mapped::Cost(cost)) => s.set_cost(cost),
                 // `map_field` sends these to metadata for the other role.
@@ -171,10 +202,24 @@ impl Node {
     }
 
     /// Ends the span, or ends and queues the trace.
+    ///
+    /// The GenAI conventions record errors only, so a GenAI span that closes without one is
+    /// `OK`; a model call only if an answer was recorded too, since an emitter may record
+    /// nothing at all for a failed one (rig 0.44 does not), and that span stays `UNSET`.
     pub(super) fn close(self) {
         match self.target {
             Target::Trace(trace) => trace.end(),
-            Target::Span(span) => span.end(),
+            Target::Span(span) => {
+                let model_call = self
+                    .gen_ai
+                    .as_deref()
+                    .map(gen_ai_kind)
+                    .is_some_and(|kind| matches!(kind, SpanKind::Llm | SpanKind::Embedding));
+                if self.gen_ai.is_some() && !self.failed && (self.answered || !model_call) {
+                    span.set_status(SpanStatus::Ok);
+                }
+                span.end()
+            }
         }
     }
 }
