@@ -67,6 +67,13 @@ impl<C: Config> TracedClient<C> {
         TracedEmbeddings::new(&self.inner, &self.probe, &self.options)
     }
 
+    /// The traced Responses API (feature `responses`).
+    #[cfg(feature = "responses")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "responses")))]
+    pub fn responses(&self) -> crate::TracedResponses<'_, C> {
+        crate::TracedResponses::new(&self.inner, &self.probe, &self.options)
+    }
+
     /// The wrapped client, for the APIs this crate does not trace.
     pub fn inner(&self) -> &async_openai::Client<C> {
         &self.inner

@@ -44,10 +44,25 @@
 //! | `metadata` | `provider`, `response_id`, `finish_reasons`, `stream` | `provider` |
 //! | `status`, `error` | `OK`; `ERROR` with the provider's message (keys masked), or with "dropped" for a stream dropped before its end | same |
 //!
-//! Left out on purpose: the request's `user` and `metadata` fields (identifiers of your users),
+//! Left out on purpose (chat completions): the request's `user` and `metadata` fields (identifiers of your users),
 //! logprobs, audio output, embedding vectors, and the detail counts of usage (cached and
 //! reasoning tokens). A streamed call records usage only if the request asked for it
 //! (`stream_options.include_usage`): the wrapper never changes what you send.
+//!
+//! # The Responses API
+//!
+//! With the feature `responses`, [`TracedClient::responses`] traces `create` and
+//! `create_stream` as `openai-responses` `LLM` spans: `input` is `{"messages": [...]}` (the
+//! instructions as a system message, a text input as a user message, input items as they
+//! are) with the declared `tools`; `output` is one assistant message (the output text as
+//! `content`, `refusal`, function calls as `tool_calls`, other items such as reasoning or
+//! built-in tool calls under `output_items`); usage is `input_tokens`/`output_tokens`;
+//! parameters are `temperature`, `top_p`, `max_output_tokens`, `max_tool_calls`,
+//! `parallel_tool_calls`, `reasoning`, `service_tier`, `text`, `tool_choice`, `truncation`,
+//! `top_logprobs`, `background` (never `user`, `metadata`, `safety_identifier` or
+//! `prompt_cache_key`). A stream records the time of its first delta and the whole response of
+//! its last event; a `failed` or `incomplete` response, an error event, a cut or a drop ends
+//! the span as `ERROR` with the text received so far.
 //!
 //! # Content capture
 //!
@@ -57,16 +72,22 @@
 //!
 //! [`in_scope`]: pandaprobe::Trace::in_scope
 #![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod chat;
 mod client;
 mod embeddings;
 mod mapping;
 mod options;
+#[cfg(feature = "responses")]
+mod responses;
 mod stream;
 
 pub use chat::{TracedChat, CHAT_SPAN_NAME};
 pub use client::{OpenAIExt, TracedClient};
 pub use embeddings::{TracedEmbeddings, EMBEDDINGS_SPAN_NAME};
 pub use options::DEFAULT_PROVIDER;
+#[cfg(feature = "responses")]
+#[cfg_attr(docsrs, doc(cfg(feature = "responses")))]
+pub use responses::{TracedResponseStream, TracedResponses, RESPONSES_SPAN_NAME};
 pub use stream::{TracedChatStream, MAX_ASSEMBLED_BYTES};

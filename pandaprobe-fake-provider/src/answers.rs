@@ -13,13 +13,13 @@ use crate::reply::{Reply, DEFAULT_ANSWER, PROMPT_TOKENS};
 /// A streamed or whole answer body.
 pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, io::Error>;
 
-fn body(frames: Vec<Result<Frame<Bytes>, io::Error>>) -> Body {
+pub(crate) fn body(frames: Vec<Result<Frame<Bytes>, io::Error>>) -> Body {
     StreamBody::new(futures_util::stream::iter(frames)).boxed()
 }
 
 /// The data frames, then a cut: the yield first lets hyper flush what was sent, so the
 /// client really receives the chunks before the connection breaks.
-fn body_then_cut(frames: Vec<Result<Frame<Bytes>, io::Error>>) -> Body {
+pub(crate) fn body_then_cut(frames: Vec<Result<Frame<Bytes>, io::Error>>) -> Body {
     use futures_util::StreamExt;
     let cut = futures_util::stream::once(async {
         tokio::task::yield_now().await;
@@ -40,7 +40,7 @@ pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response<Body>
     response
 }
 
-fn cut() -> Result<Frame<Bytes>, io::Error> {
+pub(crate) fn cut() -> Result<Frame<Bytes>, io::Error> {
     Err(io::Error::new(
         io::ErrorKind::ConnectionAborted,
         "cut by the script",
@@ -55,7 +55,7 @@ fn usage(completion: u64) -> Value {
     })
 }
 
-fn words(content: &str) -> Vec<String> {
+pub(crate) fn words(content: &str) -> Vec<String> {
     // Each chunk keeps its leading space so the chunks concatenate back to the content.
     let mut chunks = Vec::new();
     for (i, word) in content.split(' ').enumerate() {
@@ -68,7 +68,7 @@ fn words(content: &str) -> Vec<String> {
     chunks
 }
 
-fn error_response(status: u16, message: &str) -> Response<Body> {
+pub(crate) fn error_response(status: u16, message: &str) -> Response<Body> {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(
         status,
@@ -193,7 +193,7 @@ pub(crate) fn stream_chat(
     with_sse_type(body(frames))
 }
 
-fn with_sse_type(body: Body) -> Response<Body> {
+pub(crate) fn with_sse_type(body: Body) -> Response<Body> {
     let mut response = Response::new(body);
     response.headers_mut().insert(
         "content-type",

@@ -2,7 +2,9 @@
 //! thread and runtime, so tests and examples of LLM integrations need no network and no key.
 //!
 //! Answers come from a script queue ([`FakeProvider::push`]): an agent loop gets "call tool X"
-//! and then a final answer. When the queue is empty the answer is [`DEFAULT_ANSWER`].
+//! and then a final answer. When the queue is empty the answer is [`DEFAULT_ANSWER`]. Chat
+//! completions (`/v1/chat/completions`) and the Responses API (`/v1/responses`) read the same
+//! script, plain or streamed; embeddings (`/v1/embeddings`) answer vectors of four numbers.
 //!
 //! ```
 //! use pandaprobe_fake_provider::{FakeProvider, Reply};
@@ -36,6 +38,7 @@ use tokio::sync::oneshot;
 
 mod answers;
 mod reply;
+mod responses;
 
 use answers::{chat, embeddings, json_response, stream_chat, Body};
 
@@ -200,7 +203,7 @@ async fn handle(
             body: request.clone(),
         });
         state.next_id += 1;
-        let reply = if path == "/v1/chat/completions" {
+        let reply = if path == "/v1/chat/completions" || path == "/v1/responses" {
             state.script.pop_front()
         } else {
             None
@@ -227,6 +230,14 @@ async fn handle(
                 stream_chat(&reply, &model, id, usage)
             } else {
                 chat(&reply, &model, id)
+            }
+        }
+        "/v1/responses" => {
+            let reply = reply.unwrap_or_else(|| Reply::text(DEFAULT_ANSWER));
+            if request.get("stream").and_then(Value::as_bool) == Some(true) {
+                responses::stream_respond(&reply, &model, id)
+            } else {
+                responses::respond(&reply, &model, id)
             }
         }
         "/v1/embeddings" => embeddings(&request, &model),
