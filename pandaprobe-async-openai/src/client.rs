@@ -70,8 +70,8 @@ impl<C: Config> TracedClient<C> {
     /// The traced Responses API (feature `responses`).
     #[cfg(feature = "responses")]
     #[cfg_attr(docsrs, doc(cfg(feature = "responses")))]
-    pub fn responses(&self) -> crate::TracedResponses<'_, C> {
-        crate::TracedResponses::new(&self.inner, &self.probe, &self.options)
+    pub fn responses(&self) -> crate::responses::TracedResponses<'_, C> {
+        crate::responses::TracedResponses::new(&self.inner, &self.probe, &self.options)
     }
 
     /// The wrapped client, for the APIs this crate does not trace.

@@ -2,53 +2,18 @@
 //! traced client against the offline fake provider: plain, streamed, tool calls, errors, cut
 //! and dropped streams, content capture off, and which trace a call joins.
 
-use std::time::Duration;
+mod common;
 
-use async_openai::config::OpenAIConfig;
 use async_openai::types::chat::{
     ChatCompletionRequestUserMessageArgs, ChatCompletionStreamOptions, CreateChatCompletionRequest,
     CreateChatCompletionRequestArgs,
 };
 use async_openai::types::embeddings::CreateEmbeddingRequestArgs;
+use common::{setup, Setup, PROVIDER_KEY, WAIT};
 use futures_util::StreamExt;
-use pandaprobe_async_openai::{OpenAIExt, TracedClient, CHAT_SPAN_NAME};
-use pandaprobe_fake_provider::{FakeProvider, Reply, DEFAULT_ANSWER, DEFAULT_MODEL, PROMPT_TOKENS};
-use pandaprobe_testing::TestServer;
+use pandaprobe_async_openai::CHAT_SPAN_NAME;
+use pandaprobe_fake_provider::{Reply, DEFAULT_ANSWER, DEFAULT_MODEL, PROMPT_TOKENS};
 use serde_json::{json, Value};
-
-const WAIT: Duration = Duration::from_secs(20);
-const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
-
-struct Setup {
-    server: TestServer,
-    provider: FakeProvider,
-    probe: pandaprobe::Client,
-    openai: TracedClient<OpenAIConfig>,
-}
-
-fn setup() -> Setup {
-    let server = TestServer::builder()
-        .lenient()
-        .start()
-        .expect("test server");
-    let provider = FakeProvider::start().expect("fake provider");
-    let probe = pandaprobe::Client::builder()
-        .api_key(server.api_key())
-        .endpoint(server.url())
-        .project_name("async-openai-tests")
-        .build()
-        .expect("client");
-    let config = OpenAIConfig::new()
-        .with_api_base(provider.base_url())
-        .with_api_key(PROVIDER_KEY);
-    let openai = async_openai::Client::with_config(config).traced(&probe);
-    Setup {
-        server,
-        provider,
-        probe,
-        openai,
-    }
-}
 
 fn ask(question: &str) -> CreateChatCompletionRequest {
     CreateChatCompletionRequestArgs::default()

@@ -3,49 +3,14 @@
 //! an error, a stream cut midway, and content capture off.
 #![cfg(feature = "responses")]
 
-use std::time::Duration;
+mod common;
 
-use async_openai::config::OpenAIConfig;
 use async_openai::types::responses::{CreateResponse, CreateResponseArgs, ResponseStreamEvent};
+use common::{setup, Setup, PROVIDER_KEY, WAIT};
 use futures_util::StreamExt;
-use pandaprobe_async_openai::{OpenAIExt, TracedClient, RESPONSES_SPAN_NAME};
-use pandaprobe_fake_provider::{FakeProvider, Reply, DEFAULT_ANSWER, DEFAULT_MODEL, PROMPT_TOKENS};
-use pandaprobe_testing::TestServer;
+use pandaprobe_async_openai::RESPONSES_SPAN_NAME;
+use pandaprobe_fake_provider::{Reply, DEFAULT_ANSWER, DEFAULT_MODEL, PROMPT_TOKENS};
 use serde_json::{json, Value};
-
-const WAIT: Duration = Duration::from_secs(20);
-const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
-
-struct Setup {
-    server: TestServer,
-    provider: FakeProvider,
-    probe: pandaprobe::Client,
-    openai: TracedClient<OpenAIConfig>,
-}
-
-fn setup() -> Setup {
-    let server = TestServer::builder()
-        .lenient()
-        .start()
-        .expect("test server");
-    let provider = FakeProvider::start().expect("fake provider");
-    let probe = pandaprobe::Client::builder()
-        .api_key(server.api_key())
-        .endpoint(server.url())
-        .project_name("responses-tests")
-        .build()
-        .expect("client");
-    let config = OpenAIConfig::new()
-        .with_api_base(provider.base_url())
-        .with_api_key(PROVIDER_KEY);
-    let openai = async_openai::Client::with_config(config).traced(&probe);
-    Setup {
-        server,
-        provider,
-        probe,
-        openai,
-    }
-}
 
 fn ask(question: &str) -> CreateResponse {
     CreateResponseArgs::default()

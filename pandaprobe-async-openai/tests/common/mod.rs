@@ -1,0 +1,44 @@
+//! What the integration tests share: a lenient test server, the fake provider, and an
+//! OpenAI client pointed at it, traced into a PandaProbe client of that server.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use async_openai::config::OpenAIConfig;
+use pandaprobe_async_openai::{OpenAIExt, TracedClient};
+use pandaprobe_fake_provider::FakeProvider;
+use pandaprobe_testing::TestServer;
+
+pub const WAIT: Duration = Duration::from_secs(20);
+pub const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
+
+pub struct Setup {
+    pub server: TestServer,
+    pub provider: FakeProvider,
+    pub probe: pandaprobe::Client,
+    pub openai: TracedClient<OpenAIConfig>,
+}
+
+pub fn setup() -> Setup {
+    let server = TestServer::builder()
+        .lenient()
+        .start()
+        .expect("test server");
+    let provider = FakeProvider::start().expect("fake provider");
+    let probe = pandaprobe::Client::builder()
+        .api_key(server.api_key())
+        .endpoint(server.url())
+        .project_name("async-openai-tests")
+        .build()
+        .expect("client");
+    let config = OpenAIConfig::new()
+        .with_api_base(provider.base_url())
+        .with_api_key(PROVIDER_KEY);
+    let openai = async_openai::Client::with_config(config).traced(&probe);
+    Setup {
+        server,
+        provider,
+        probe,
+        openai,
+    }
+}
