@@ -9,14 +9,15 @@ pub const DEFAULT_MODEL: &str = "fake-model";
 /// The prompt token count every answer reports.
 pub const PROMPT_TOKENS: u64 = 12;
 
-/// One scripted answer to a chat completion request.
+/// One scripted answer to a chat completion or Responses API request.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Reply {
     /// An assistant message with this content; streamed word by word when asked to stream.
     Text(String),
     /// An assistant message calling one tool with these JSON arguments (a string, as OpenAI
-    /// sends them); streamed as `delta.tool_calls` fragments when asked to stream.
+    /// sends them); streamed as `delta.tool_calls` fragments (chat) or argument deltas
+    /// (Responses API) when asked to stream.
     ToolCall {
         /// The function's name.
         name: String,
