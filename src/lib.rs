@@ -85,6 +85,7 @@ mod record_size;
 mod score;
 mod stats;
 mod text;
+mod token_usage;
 mod trace;
 mod trace_data;
 #[cfg(feature = "tracing-layer")]
@@ -110,6 +111,7 @@ pub use global::{
 pub use score::{IntoTraceId, ParseScoreDataTypeError, Score, ScoreDataType};
 pub use stats::{Dropped, RecordStats, Stats};
 pub use text::Text;
+pub use token_usage::TokenUsage;
 pub use trace::{
     Span, SpanKind, SpanStatus, Trace, TraceBuilder, TraceStatus, MAX_SPANS_PER_REQUEST,
 };

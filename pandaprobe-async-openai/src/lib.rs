@@ -38,25 +38,26 @@
 //! | `model` | the model that answered (the requested one if the call failed) | same |
 //! | `input` | `{"messages": [...], "tools": [...]}` as sent | `{"input": ...}` as sent |
 //! | `output` | the assistant message (`role`, `content`, `tool_calls`, `refusal`); a list of them when `n > 1` | `{"embeddings": n, "dimensions": d}`, never the vectors |
-//! | `token_usage` | `prompt_tokens`, `completion_tokens`, `total_tokens` | `prompt_tokens` |
+//! | `token_usage` | `prompt_tokens`, `completion_tokens`, `total_tokens`; `cache_read_tokens` (`prompt_tokens_details.cached_tokens`) and `reasoning_tokens` (`completion_tokens_details.reasoning_tokens`) when reported, as the Python SDK records them | `prompt_tokens` |
 //! | `model_parameters` | `temperature`, `top_p`, `max_tokens`, `max_completion_tokens`, `n`, `seed`, `stop`, penalties, `reasoning_effort`, `tool_choice`, `parallel_tool_calls`, `response_format`, `service_tier`, `logprobs`, `top_logprobs` | `dimensions`, `encoding_format` |
 //! | `completion_start_time` | the first chunk with content or a tool call (streams only) | – |
 //! | `metadata` | `provider`, `response_id`, `finish_reasons`, `stream` | `provider` |
 //! | `status`, `error` | `OK`; `ERROR` with the provider's message (keys masked), or with "dropped" for a stream dropped before its end | same |
 //!
 //! Left out on purpose (chat completions): the request's `user` and `metadata` fields (identifiers of your users),
-//! logprobs, audio output, embedding vectors, and the detail counts of usage (cached and
-//! reasoning tokens). A streamed call records usage only if the request asked for it
+//! logprobs, audio output, embedding vectors, and the audio and prediction token counts. A streamed call records usage only if the request asked for it
 //! (`stream_options.include_usage`): the wrapper never changes what you send.
 //!
 //! # The Responses API
 //!
 //! With the feature `responses`, [`TracedClient::responses`] traces `create` and
-//! `create_stream` as `openai-responses` `LLM` spans: `input` is `{"messages": [...]}` (the
+//! `create_stream` as `openai-response` `LLM` (the Python SDK's name) spans: `input` is `{"messages": [...]}` (the
 //! instructions as a system message, a text input as a user message, input items as they
 //! are) with the declared `tools`; `output` is one assistant message (the output text as
 //! `content`, `refusal`, function calls as `tool_calls`, other items such as reasoning or
-//! built-in tool calls under `output_items`); usage is `input_tokens`/`output_tokens`;
+//! built-in tool calls under `output_items`); usage is `input_tokens`/`output_tokens` as prompt/completion tokens, with
+//! `input_tokens_details.cached_tokens` and `output_tokens_details.reasoning_tokens` as
+//! `cache_read_tokens` and `reasoning_tokens`;
 //! parameters are `temperature`, `top_p`, `max_output_tokens`, `max_tool_calls`,
 //! `parallel_tool_calls`, `reasoning`, `service_tier`, `text`, `tool_choice`, `truncation`,
 //! `top_logprobs`, `background` (never `user`, `metadata`, `safety_identifier` or

@@ -1,7 +1,7 @@
 //! What goes from an OpenAI request, answer or error into a span's fields.
 
 use async_openai::types::chat::CompletionUsage;
-use pandaprobe::Span;
+use pandaprobe::{Span, TokenUsage};
 use serde_json::{Map, Value};
 
 /// Request fields recorded as model parameters. An allowlist: a new request field that might
@@ -80,12 +80,24 @@ pub(crate) fn metadata(
     Value::Object(map)
 }
 
-/// The token counts of a chat answer.
+/// The token counts of a chat answer, with the cached prompt and reasoning counts when given.
 pub(crate) fn record_usage(span: &Span, usage: &CompletionUsage) {
-    span.set_token_usage(
+    let mut counts = TokenUsage::new(
         u64::from(usage.prompt_tokens),
         u64::from(usage.completion_tokens),
     );
+    let cached = usage
+        .prompt_tokens_details
+        .as_ref()
+        .and_then(|d| d.cached_tokens);
+    if let Some(cached) = cached {
+        counts = counts.with_cache_read_tokens(u64::from(cached));
+    }
+    let reasoning = (usage.completion_tokens_details.as_ref()).and_then(|d| d.reasoning_tokens);
+    if let Some(reasoning) = reasoning {
+        counts = counts.with_reasoning_tokens(u64::from(reasoning));
+    }
+    span.set_usage(counts);
 }
 
 #[cfg(test)]

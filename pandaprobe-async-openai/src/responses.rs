@@ -11,7 +11,7 @@ use async_openai::types::responses::{
     CreateResponse, Response, ResponseStream, ResponseStreamEvent,
 };
 use futures_core::Stream;
-use pandaprobe::{Span, SpanKind, SpanStatus};
+use pandaprobe::{Span, SpanKind, SpanStatus, TokenUsage};
 use serde_json::{json, Map, Value};
 
 use crate::mapping::{metadata, parameters};
@@ -19,7 +19,7 @@ use crate::options::Options;
 use crate::stream::MAX_ASSEMBLED_BYTES;
 
 /// The span name of a Responses API call.
-pub const RESPONSES_SPAN_NAME: &str = "openai-responses";
+pub const RESPONSES_SPAN_NAME: &str = "openai-response";
 
 /// Request fields recorded as model parameters; `user`, `metadata`, `safety_identifier` and
 /// `prompt_cache_key` (identifiers of your users) stay out.
@@ -202,11 +202,19 @@ fn record_response(span: &Span, options: &Options, response: &Value, stream: boo
     if let Some(model) = response["model"].as_str().filter(|m| !m.is_empty()) {
         span.set_model(model);
     }
+    let usage = &response["usage"];
     if let (Some(input), Some(output)) = (
-        response["usage"]["input_tokens"].as_u64(),
-        response["usage"]["output_tokens"].as_u64(),
+        usage["input_tokens"].as_u64(),
+        usage["output_tokens"].as_u64(),
     ) {
-        span.set_token_usage(input, output);
+        let mut counts = TokenUsage::new(input, output);
+        if let Some(cached) = usage["input_tokens_details"]["cached_tokens"].as_u64() {
+            counts = counts.with_cache_read_tokens(cached);
+        }
+        if let Some(reasoning) = usage["output_tokens_details"]["reasoning_tokens"].as_u64() {
+            counts = counts.with_reasoning_tokens(reasoning);
+        }
+        span.set_usage(counts);
     }
     let status = response["status"].as_str().unwrap_or("completed");
     span.set_metadata(metadata(

@@ -8,7 +8,7 @@ use hyper::body::Frame;
 use hyper::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use crate::reply::{Reply, DEFAULT_ANSWER, PROMPT_TOKENS};
+use crate::reply::{Reply, CACHED_TOKENS, DEFAULT_ANSWER, PROMPT_TOKENS, REASONING_TOKENS};
 
 /// A streamed or whole answer body.
 pub(crate) type Body = http_body_util::combinators::BoxBody<Bytes, io::Error>;
@@ -47,11 +47,15 @@ pub(crate) fn cut() -> Result<Frame<Bytes>, io::Error> {
     ))
 }
 
-fn usage(completion: u64) -> Value {
+/// OpenAI's usage object for an answer of `words` words.
+fn usage(words: u64) -> Value {
+    let completion = words + REASONING_TOKENS;
     json!({
         "prompt_tokens": PROMPT_TOKENS,
         "completion_tokens": completion,
         "total_tokens": PROMPT_TOKENS + completion,
+        "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS, "audio_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": REASONING_TOKENS, "audio_tokens": 0},
     })
 }
 

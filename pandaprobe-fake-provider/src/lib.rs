@@ -42,7 +42,9 @@ mod responses;
 
 use answers::{chat, embeddings, json_response, stream_chat, Body};
 
-pub use reply::{Reply, DEFAULT_ANSWER, DEFAULT_MODEL, PROMPT_TOKENS};
+pub use reply::{
+    Reply, CACHED_TOKENS, DEFAULT_ANSWER, DEFAULT_MODEL, PROMPT_TOKENS, REASONING_TOKENS,
+};
 
 /// A request the provider received.
 #[derive(Debug, Clone, PartialEq)]

@@ -9,6 +9,15 @@ pub const DEFAULT_MODEL: &str = "fake-model";
 /// The prompt token count every answer reports.
 pub const PROMPT_TOKENS: u64 = 12;
 
+/// Of the prompt tokens, those every answer reports read from the prompt cache
+/// (`prompt_tokens_details.cached_tokens`, `input_tokens_details.cached_tokens`).
+pub const CACHED_TOKENS: u64 = 4;
+
+/// The reasoning tokens every answer reports (`completion_tokens_details.reasoning_tokens`,
+/// `output_tokens_details.reasoning_tokens`), counted in its completion tokens as OpenAI
+/// counts them: an answer of n words reports n + 2 completion tokens.
+pub const REASONING_TOKENS: u64 = 2;
+
 /// One scripted answer to a chat completion or Responses API request.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]

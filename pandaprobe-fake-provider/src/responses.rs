@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use crate::answers::{
     body, body_then_cut, cut, error_response, json_response, with_sse_type, words, Body,
 };
-use crate::reply::{Reply, DEFAULT_ANSWER, PROMPT_TOKENS};
+use crate::reply::{Reply, CACHED_TOKENS, DEFAULT_ANSWER, PROMPT_TOKENS, REASONING_TOKENS};
 
 /// The output item of a reply and how many tokens it is.
 fn output_item(reply: &Reply, id: u64) -> (Value, u64) {
@@ -40,9 +40,10 @@ fn response(
     output: Vec<Value>,
     completion: Option<u64>,
 ) -> Value {
-    let usage = completion.map(|completion| {
-        json!({"input_tokens": PROMPT_TOKENS, "input_tokens_details": {"cached_tokens": 0},
-               "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": 0},
+    let usage = completion.map(|words| {
+        let completion = words + REASONING_TOKENS;
+        json!({"input_tokens": PROMPT_TOKENS, "input_tokens_details": {"cached_tokens": CACHED_TOKENS},
+               "output_tokens": completion, "output_tokens_details": {"reasoning_tokens": REASONING_TOKENS},
                "total_tokens": PROMPT_TOKENS + completion})
     });
     json!({"id": format!("resp_{id}"), "object": "response", "created_at": 1_700_000_000,

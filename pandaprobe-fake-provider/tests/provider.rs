@@ -1,4 +1,6 @@
-use pandaprobe_fake_provider::{FakeProvider, Reply, DEFAULT_ANSWER};
+use pandaprobe_fake_provider::{
+    FakeProvider, Reply, CACHED_TOKENS, DEFAULT_ANSWER, REASONING_TOKENS,
+};
 use serde_json::{json, Value};
 
 async fn post(provider: &FakeProvider, path: &str, body: Value) -> reqwest::Result<(u16, String)> {
@@ -73,7 +75,20 @@ async fn stream_with_usage_in_last_chunk_and_done() {
         .collect();
     assert_eq!(content, "one two three");
     let last = chunks.last().unwrap();
-    assert_eq!(last["usage"]["completion_tokens"], 3);
+    let usage = &last["usage"];
+    assert_eq!(
+        usage["completion_tokens"],
+        3 + REASONING_TOKENS,
+        "words and reasoning"
+    );
+    assert_eq!(
+        usage["prompt_tokens_details"]["cached_tokens"],
+        CACHED_TOKENS
+    );
+    assert_eq!(
+        usage["completion_tokens_details"]["reasoning_tokens"],
+        REASONING_TOKENS
+    );
     assert!(chunks[..chunks.len() - 1]
         .iter()
         .all(|c| c["usage"].is_null()));

@@ -35,7 +35,7 @@
 //! | `model` | the model the provider reports (the requested one if the call failed) | same |
 //! | `input` | `{"messages": [...], "tools": [...]}`: the system prompt first, tool responses as `tool` messages, images and files by type, name and URL (never their bytes) | `{"input": ...}` |
 //! | `output` | the assistant message (`role`, `content`, `tool_calls`, `reasoning_content`) | `{"embeddings": n, "dimensions": d}`, never the vectors |
-//! | `token_usage` | `prompt_tokens`, `completion_tokens`, `total_tokens` | `prompt_tokens` |
+//! | `token_usage` | `prompt_tokens`, `completion_tokens`, `total_tokens`; `cache_read_tokens`, `cache_creation_tokens` and `reasoning_tokens` from genai's usage details when the provider reports them | `prompt_tokens` |
 //! | `model_parameters` | the `ChatOptions` set among `temperature`, `max_tokens`, `top_p`, `stop_sequences`, `seed`, `reasoning_effort`, `verbosity`, `service_tier`, `response_format`, `tool_choice` | `dimensions`, `encoding_format`, `embedding_type` |
 //! | `completion_start_time` | the first text, reasoning or tool-call chunk (streams only) | – |
 //! | `metadata` | `provider` (genai's adapter: `openai`, `anthropic`, `gemini`, ...), `stream`, `response_id`, `finish_reason`; for streams `chunks` and `output_truncated` | `provider` |
@@ -43,7 +43,7 @@
 //!
 //! Left out on purpose: `ChatOptions`' `extra_headers`, `extra_body` and `prompt_cache_key`
 //! (they can carry keys and user identifiers), thought signatures, the bytes of images and
-//! files, embedding vectors, and the detail counts of usage (cached and reasoning tokens).
+//! files, embedding vectors, and the audio and prediction token counts.
 //! Options set on the `genai::Client` itself (its default `ChatOptions`) are applied by genai
 //! but not recorded: genai does not expose them.
 //!

@@ -9,7 +9,7 @@ use genai::chat::{
 };
 use genai::embed::{EmbedInput, EmbedOptions};
 use genai::{ModelIden, ModelSpec};
-use pandaprobe::Span;
+use pandaprobe::{Span, TokenUsage};
 use serde_json::{json, Map, Value};
 
 /// `ChatOptions` fields recorded as model parameters. An allowlist: an option that might carry
@@ -233,8 +233,24 @@ pub(crate) fn record_usage(span: &Span, usage: &Usage) {
     if usage.prompt_tokens.is_none() && usage.completion_tokens.is_none() {
         return;
     }
-    let count = |n: Option<i32>| n.and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
-    span.set_token_usage(count(usage.prompt_tokens), count(usage.completion_tokens));
+    let count = |n: Option<i32>| n.and_then(|n| u64::try_from(n).ok());
+    let mut counts = TokenUsage::new(
+        count(usage.prompt_tokens).unwrap_or(0),
+        count(usage.completion_tokens).unwrap_or(0),
+    );
+    if let Some(prompt) = &usage.prompt_tokens_details {
+        if let Some(cached) = count(prompt.cached_tokens) {
+            counts = counts.with_cache_read_tokens(cached);
+        }
+        if let Some(written) = count(prompt.cache_creation_tokens) {
+            counts = counts.with_cache_creation_tokens(written);
+        }
+    }
+    let completion = usage.completion_tokens_details.as_ref();
+    if let Some(reasoning) = completion.and_then(|d| count(d.reasoning_tokens)) {
+        counts = counts.with_reasoning_tokens(reasoning);
+    }
+    span.set_usage(counts);
 }
 
 /// The text a span keeps of a genai error. `Span::set_error` bounds it and masks keys; this

@@ -10,7 +10,10 @@ use genai::adapter::AdapterKind;
 use genai::chat::{ChatMessage, ChatOptions, ChatRequest, ChatStreamEvent, Tool};
 use genai::resolver::{AuthData, Endpoint};
 use genai::{ModelIden, ServiceTarget};
-use pandaprobe_fake_provider::{FakeProvider, Reply, DEFAULT_ANSWER, DEFAULT_MODEL, PROMPT_TOKENS};
+use pandaprobe_fake_provider::{
+    FakeProvider, Reply, CACHED_TOKENS, DEFAULT_ANSWER, DEFAULT_MODEL, PROMPT_TOKENS,
+    REASONING_TOKENS,
+};
 use pandaprobe_genai::{GenaiExt, TracedClient, CHAT_SPAN_NAME, EMBED_SPAN_NAME};
 use pandaprobe_testing::TestServer;
 use serde_json::{json, Value};
@@ -108,6 +111,19 @@ fn assert_llm_basics(span: &Value) {
     assert!(span["ended_at"].is_string(), "{span:#?}");
 }
 
+/// The fake provider's fixed prompt, cache and reasoning counts, as genai reads them, under
+/// PandaProbe's keys.
+fn assert_usage(span: &Value) {
+    let usage = &span["token_usage"];
+    assert_eq!(usage["prompt_tokens"], PROMPT_TOKENS, "{usage}");
+    assert_eq!(usage["cache_read_tokens"], CACHED_TOKENS, "{usage}");
+    assert_eq!(usage["reasoning_tokens"], REASONING_TOKENS, "{usage}");
+    assert!(
+        usage["completion_tokens"].as_u64() > Some(REASONING_TOKENS),
+        "{usage}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_chat_records_messages_answer_usage_and_parameters() {
     let s = setup();
@@ -134,8 +150,7 @@ async fn a_plain_chat_records_messages_answer_usage_and_parameters() {
         span["output"],
         json!({"role": "assistant", "content": DEFAULT_ANSWER})
     );
-    assert_eq!(span["token_usage"]["prompt_tokens"], PROMPT_TOKENS);
-    assert!(span["token_usage"]["completion_tokens"].as_u64() > Some(0));
+    assert_usage(span);
     assert_eq!(span["metadata"]["finish_reason"], "stop");
     assert_eq!(span["metadata"]["stream"], false);
     assert!(span["completion_start_time"].is_null(), "not a stream");
@@ -178,8 +193,7 @@ async fn a_streamed_answer_is_assembled_with_usage_and_a_first_chunk_time() {
     assert_llm_basics(span);
     assert_eq!(span["status"], "OK");
     assert_eq!(span["output"]["content"], DEFAULT_ANSWER);
-    assert_eq!(span["token_usage"]["prompt_tokens"], PROMPT_TOKENS);
-    assert!(span["token_usage"]["completion_tokens"].as_u64() > Some(0));
+    assert_usage(span);
     assert_eq!(span["metadata"]["stream"], true);
     let (started, first, ended) = (
         span["started_at"].as_str().expect("started"),

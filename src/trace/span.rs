@@ -8,6 +8,7 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::shared::{EndOnDrop, TraceShared};
+use crate::token_usage::TokenUsage;
 use crate::trace_data::{as_object, not_null, SpanData, SpanKind, SpanStatus, TraceStatus};
 
 /// An open span. Ending it ([`Span::end`] or dropping it) stamps its end time; it is sent with
@@ -124,15 +125,15 @@ impl Span {
         self.update(|s| s.model = Some(model.into()));
     }
 
-    /// Sets the token usage as `{"prompt_tokens": …, "completion_tokens": …, "total_tokens": …}`.
+    /// Sets the token usage as `{"prompt_tokens": …, "completion_tokens": …, "total_tokens": …}`;
+    /// [`Span::set_usage`] adds the reasoning and cache counts.
     pub fn set_token_usage(&self, prompt_tokens: u64, completion_tokens: u64) {
-        self.update(|s| {
-            s.token_usage = Some(serde_json::json!({
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": prompt_tokens.saturating_add(completion_tokens),
-            }))
-        });
+        self.set_usage(TokenUsage::new(prompt_tokens, completion_tokens));
+    }
+
+    /// Sets the token usage, with the detail counts that are set (see [`TokenUsage`]).
+    pub fn set_usage(&self, usage: TokenUsage) {
+        self.update(|s| s.token_usage = Some(usage.to_json()));
     }
 
     /// Sets the cost as `{"total": …}` (non-finite numbers are left out).

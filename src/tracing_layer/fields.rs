@@ -22,8 +22,8 @@ pub(super) enum Role {
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Mapped {
     Model(String),
-    PromptTokens(u64),
-    CompletionTokens(u64),
+    /// A token count of a span's `token_usage`.
+    Tokens(TokenCount, u64),
     Cost(f64),
     Input(Value),
     Output(Value),
@@ -35,6 +35,16 @@ pub(super) enum Mapped {
     /// Status ERROR, with the error's text when there is one.
     Error(Option<String>),
     Metadata(&'static str, Value),
+}
+
+/// Which count of [`TokenUsage`](crate::TokenUsage) a field holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum TokenCount {
+    Prompt,
+    Completion,
+    Reasoning,
+    CacheRead,
+    CacheCreation,
 }
 
 /// The table of the module docs. `None`: the field is a mark, or says "no error".
@@ -72,15 +82,24 @@ pub(super) fn map_field(name: &'static str, value: FieldValue, role: Role) -> Op
             name.strip_prefix("gen_ai.request.").unwrap_or(name),
             value.into_json(),
         ),
-        ("prompt_tokens" | "gen_ai.usage.input_tokens", Role::Span) => match value.as_count() {
-            Some(n) => Mapped::PromptTokens(n),
-            None => Mapped::Metadata(name, value.into_json()),
-        },
+        ("prompt_tokens" | "gen_ai.usage.input_tokens", Role::Span) => {
+            tokens(TokenCount::Prompt, name, value)
+        }
         ("completion_tokens" | "gen_ai.usage.output_tokens", Role::Span) => {
-            match value.as_count() {
-                Some(n) => Mapped::CompletionTokens(n),
-                None => Mapped::Metadata(name, value.into_json()),
-            }
+            tokens(TokenCount::Completion, name, value)
+        }
+        // rig's name, then the conventions' newer one.
+        (
+            "reasoning_tokens"
+            | "gen_ai.usage.reasoning_tokens"
+            | "gen_ai.usage.reasoning.output_tokens",
+            Role::Span,
+        ) => tokens(TokenCount::Reasoning, name, value),
+        ("cache_read_tokens" | "gen_ai.usage.cache_read.input_tokens", Role::Span) => {
+            tokens(TokenCount::CacheRead, name, value)
+        }
+        ("cache_creation_tokens" | "gen_ai.usage.cache_creation.input_tokens", Role::Span) => {
+            tokens(TokenCount::CacheCreation, name, value)
         }
         ("cost", Role::Span) => match value.as_number() {
             Some(n) => Mapped::Cost(n),
@@ -100,6 +119,14 @@ pub(super) fn map_field(name: &'static str, value: FieldValue, role: Role) -> Op
         _ => Mapped::Metadata(name, value.into_json()),
     };
     Some(mapped)
+}
+
+/// A count, or (a negative number, text that is not one) metadata rather than lost.
+fn tokens(count: TokenCount, name: &'static str, value: FieldValue) -> Mapped {
+    match value.as_count() {
+        Some(n) => Mapped::Tokens(count, n),
+        None => Mapped::Metadata(name, value.into_json()),
+    }
 }
 
 /// Text holding a JSON object or array is parsed; anything else is kept as it is.
@@ -150,21 +177,52 @@ mod tests {
 
     #[test]
     fn tokens_under_both_names_from_numbers_or_digits() {
-        assert_eq!(
-            span("prompt_tokens", FieldValue::Uint(3)),
-            Some(Mapped::PromptTokens(3))
-        );
+        let prompt = Some(Mapped::Tokens(TokenCount::Prompt, 3));
+        assert_eq!(span("prompt_tokens", FieldValue::Uint(3)), prompt);
         let otel_in = span("gen_ai.usage.input_tokens", FieldValue::Int(4));
-        assert_eq!(otel_in, Some(Mapped::PromptTokens(4)));
+        assert_eq!(otel_in, Some(Mapped::Tokens(TokenCount::Prompt, 4)));
         let otel_out = span("gen_ai.usage.output_tokens", text(" 5 "));
-        assert_eq!(otel_out, Some(Mapped::CompletionTokens(5)));
-        assert_eq!(
-            span("completion_tokens", FieldValue::Uint(6)),
-            Some(Mapped::CompletionTokens(6))
-        );
+        assert_eq!(otel_out, Some(Mapped::Tokens(TokenCount::Completion, 5)));
+        let completion = span("completion_tokens", FieldValue::Uint(6));
+        assert_eq!(completion, Some(Mapped::Tokens(TokenCount::Completion, 6)));
         // Not a count: kept in metadata rather than lost.
         let negative = span("prompt_tokens", FieldValue::Int(-1));
         assert_eq!(negative, Some(Mapped::Metadata("prompt_tokens", json!(-1))));
+    }
+
+    #[test]
+    fn reasoning_and_cache_counts_under_rigs_and_the_conventions_names() {
+        let cases = [
+            ("reasoning_tokens", TokenCount::Reasoning),
+            ("gen_ai.usage.reasoning_tokens", TokenCount::Reasoning),
+            (
+                "gen_ai.usage.reasoning.output_tokens",
+                TokenCount::Reasoning,
+            ),
+            ("cache_read_tokens", TokenCount::CacheRead),
+            (
+                "gen_ai.usage.cache_read.input_tokens",
+                TokenCount::CacheRead,
+            ),
+            ("cache_creation_tokens", TokenCount::CacheCreation),
+            (
+                "gen_ai.usage.cache_creation.input_tokens",
+                TokenCount::CacheCreation,
+            ),
+        ];
+        for (name, count) in cases {
+            assert_eq!(
+                span(name, FieldValue::Uint(7)),
+                Some(Mapped::Tokens(count, 7)),
+                "{name}"
+            );
+        }
+        // A trace has no token usage: the count is metadata there.
+        let on_trace = map_field("reasoning_tokens", FieldValue::Uint(7), Role::Trace);
+        assert_eq!(
+            on_trace,
+            Some(Mapped::Metadata("reasoning_tokens", json!(7)))
+        );
     }
 
     #[test]

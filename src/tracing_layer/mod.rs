@@ -52,6 +52,9 @@ type Selector = Arc<dyn Fn(&Metadata<'_>) -> bool + Send + Sync>;
 /// | `gen_ai.request.temperature`, `max_tokens`, `top_p`, `top_k`, `frequency_penalty`, `presence_penalty`, `seed` | span: `model_parameters` (`temperature`, …) |
 /// | `prompt_tokens`, `gen_ai.usage.input_tokens` | span: `token_usage.prompt_tokens` |
 /// | `completion_tokens`, `gen_ai.usage.output_tokens` | span: `token_usage.completion_tokens` |
+/// | `reasoning_tokens`, `gen_ai.usage.reasoning_tokens` (rig), `gen_ai.usage.reasoning.output_tokens` | span: `token_usage.reasoning_tokens` |
+/// | `cache_read_tokens`, `gen_ai.usage.cache_read.input_tokens` | span: `token_usage.cache_read_tokens` |
+/// | `cache_creation_tokens`, `gen_ai.usage.cache_creation.input_tokens` | span: `token_usage.cache_creation_tokens` |
 /// | `cost` (a number) | span: `cost.total` |
 /// | `input`, `output` | `input`, `output`; text holding a JSON object or array is parsed, anything else is kept as it is |
 /// | `session_id`, `user_id` | trace: `session_id`, `user_id` |

@@ -6,8 +6,9 @@ use serde_json::{Map, Value};
 use uuid::Uuid;
 
 use super::field_values::FieldValues;
-use super::fields::{map_field, Mapped, Role};
+use super::fields::{map_field, Mapped, Role, TokenCount};
 use super::gen_ai::{gen_ai_kind, span_name, GEN_AI_REQUEST_MODEL, GEN_AI_TOOL_NAME};
+use crate::token_usage::TokenUsage;
 use crate::trace::{Span, SpanKind, SpanStatus, Trace, TraceStatus};
 
 /// The error text of a span that was open while its thread panicked.
@@ -24,8 +25,7 @@ pub(super) struct Node {
     owner: u64,
     target: Target,
     metadata: Map<String, Value>,
-    prompt_tokens: Option<u64>,
-    completion_tokens: Option<u64>,
+    usage: TokenUsage,
     model_parameters: Map<String, Value>,
     failed: bool,
     /// The GenAI operation of a span taken for its GenAI fields (no mark): it is renamed by
@@ -49,8 +49,7 @@ impl Node {
             owner,
             target,
             metadata: Map::new(),
-            prompt_tokens: None,
-            completion_tokens: None,
+            usage: TokenUsage::default(),
             model_parameters: Map::new(),
             failed: false,
             gen_ai: None,
@@ -120,14 +119,16 @@ impl Node {
                     self.metadata.insert(key.to_owned(), value);
                     metadata_changed = true;
                 }
-                (_, Mapped::PromptTokens(n)) => {
+                (_, Mapped::Tokens(count, n)) => {
                     self.answered = true;
-                    self.prompt_tokens = Some(n);
-                    tokens_changed = true;
-                }
-                (_, Mapped::CompletionTokens(n)) => {
-                    self.answered = true;
-                    self.completion_tokens = Some(n);
+                    let usage = &mut self.usage;
+                    match count {
+                        TokenCount::Prompt => usage.prompt_tokens = n,
+                        TokenCount::Completion => usage.completion_tokens = n,
+                        TokenCount::Reasoning => usage.reasoning_tokens = Some(n),
+                        TokenCount::CacheRead => usage.cache_read_tokens = Some(n),
+                        TokenCount::CacheCreation => usage.cache_creation_tokens = Some(n),
+                    }
                     tokens_changed = true;
                 }
                 (_, Mapped::Error(error)) => self.fail(error),
@@ -163,8 +164,7 @@ impl Node {
         }
         if tokens_changed {
             if let Target::Span(span) = &self.target {
-                let (prompt, completion) = (self.prompt_tokens, self.completion_tokens);
-                span.set_token_usage(prompt.unwrap_or(0), completion.unwrap_or(0));
+                span.set_usage(self.usage);
             }
         }
     }

@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use pandaprobe::TracingLayer;
-use pandaprobe_fake_provider::{FakeProvider, Reply, DEFAULT_ANSWER, DEFAULT_MODEL, PROMPT_TOKENS};
+use pandaprobe_fake_provider::{
+    FakeProvider, Reply, CACHED_TOKENS, DEFAULT_ANSWER, DEFAULT_MODEL, PROMPT_TOKENS,
+    REASONING_TOKENS,
+};
 use pandaprobe_rig_example::weather_agent;
 use pandaprobe_testing::TestServer;
 use rig_agent::prelude::*;
@@ -92,6 +95,9 @@ async fn a_tool_using_run_is_a_trace_with_llm_and_tool_spans() {
         assert_eq!(span["model"], DEFAULT_MODEL);
         assert_eq!(span["status"], "OK");
         assert_eq!(span["token_usage"]["prompt_tokens"], PROMPT_TOKENS);
+        // rig reads OpenAI's details and records them under the conventions' names.
+        assert_eq!(span["token_usage"]["cache_read_tokens"], CACHED_TOKENS);
+        assert_eq!(span["token_usage"]["reasoning_tokens"], REASONING_TOKENS);
         assert_eq!(span["metadata"]["gen_ai.provider.name"], "openai");
         assert_eq!(
             span["input"]["messages"][1],

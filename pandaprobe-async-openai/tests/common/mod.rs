@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use async_openai::config::OpenAIConfig;
 use pandaprobe_async_openai::{OpenAIExt, TracedClient};
-use pandaprobe_fake_provider::FakeProvider;
+use pandaprobe_fake_provider::{FakeProvider, CACHED_TOKENS, PROMPT_TOKENS, REASONING_TOKENS};
 use pandaprobe_testing::TestServer;
+use serde_json::Value;
 
 pub const WAIT: Duration = Duration::from_secs(20);
 pub const PROVIDER_KEY: &str = "sk-test-provider-key-0123456789";
@@ -41,4 +42,16 @@ pub fn setup() -> Setup {
         probe,
         openai,
     }
+}
+
+/// The token counts of an answer the fake provider gave: its fixed prompt, cache and reasoning
+/// counts under PandaProbe's keys, and a total that adds up.
+pub fn assert_usage(span: &Value) {
+    let usage = &span["token_usage"];
+    assert_eq!(usage["prompt_tokens"], PROMPT_TOKENS, "{usage}");
+    assert_eq!(usage["cache_read_tokens"], CACHED_TOKENS, "{usage}");
+    assert_eq!(usage["reasoning_tokens"], REASONING_TOKENS, "{usage}");
+    let completion = usage["completion_tokens"].as_u64().unwrap_or(0);
+    assert!(completion > REASONING_TOKENS, "{usage}");
+    assert_eq!(usage["total_tokens"], PROMPT_TOKENS + completion, "{usage}");
 }
