@@ -108,6 +108,8 @@ pub use global::{
     client, flush, flush_async, init, score, shutdown, shutdown_async, start_trace, trace,
     ClientGuard,
 };
+/// The reqwest the SDK sends with, for [`ClientBuilder::configure_http`].
+pub use reqwest;
 pub use score::{IntoTraceId, ParseScoreDataTypeError, Score, ScoreDataType};
 pub use stats::{Dropped, RecordStats, Stats};
 pub use text::Text;

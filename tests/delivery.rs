@@ -1202,6 +1202,57 @@ fn a_root_certificate_or_proxy_that_cannot_be_used_is_refused_by_build() {
 }
 
 #[test]
+fn configure_http_adds_to_the_http_client_and_the_sdks_own_settings_hold() {
+    // The endpoint's host exists only in the client's own resolver; the user's headers reach
+    // the server, but a user header cannot replace the API key.
+    let server = lenient_server();
+    let addr: std::net::SocketAddr = server
+        .url()
+        .trim_start_matches("http://")
+        .parse()
+        .expect("the server's address");
+    let client = Client::builder()
+        .api_key(server.api_key())
+        .project_name(PROJECT)
+        .endpoint(format!("http://pandaprobe.internal:{}", addr.port()))
+        .configure_http(move |http| {
+            let mut headers = pandaprobe::reqwest::header::HeaderMap::new();
+            headers.insert("x-gateway", "team-a".parse().expect("a header value"));
+            headers.insert("x-api-key", "not-the-key".parse().expect("a header value"));
+            http.resolve("pandaprobe.internal", addr)
+                .default_headers(headers)
+        })
+        .build()
+        .expect("client");
+    let trace = client.start_trace("configured");
+    trace
+        .score(Score::numeric(trace.trace_id(), "configured", 0.5))
+        .expect("held");
+    trace.end();
+    client
+        .flush(WAIT)
+        .expect("delivered through the resolved address");
+    assert_eq!((server.trace_count(), server.score_count()), (1, 1));
+    // The trace, the score, and any question whether the trace is stored.
+    for request in &server.requests() {
+        assert_eq!(request.header("x-gateway"), Some("team-a"));
+        assert_eq!(request.header("x-api-key"), Some(server.api_key()));
+    }
+}
+
+#[test]
+fn a_configure_http_that_panics_fails_build_with_a_worker_error() {
+    let err = Client::builder()
+        .api_key("k")
+        .project_name("p")
+        .configure_http(|_| panic!("a bug in the user's settings"))
+        .build()
+        .expect_err("refused");
+    assert!(matches!(err, ConfigError::Worker { .. }), "{err:?}");
+    assert!(err.to_string().contains("configure_http"), "{err}");
+}
+
+#[test]
 fn an_explicit_proxy_carries_every_request() {
     // The test server acts as the proxy: it routes a proxied request (absolute URI) by its
     // path. The endpoint's host does not exist, so only the proxy can deliver.

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::defaults::*;
 use super::env::{self, EnvValue};
+use super::network::HttpSettings;
 use super::settings::{shown_endpoint, Hook, RateLimit};
 use crate::capture::Capture;
 use crate::drop_event::DropEvent;
@@ -40,6 +41,7 @@ use crate::error::ConfigError;
 /// | [`queue_full`](Self::queue_full) | [`QueueFullPolicy::DropNew`] | none |
 /// | [`scores_rate_limit`](Self::scores_rate_limit), [`traces_rate_limit`](Self::traces_rate_limit) | none: learned from the server's 429s | none |
 /// | [`on_drop`](Self::on_drop) | none | none |
+/// | [`add_root_certificate`](Self::add_root_certificate), [`proxy`](Self::proxy), [`configure_http`](Self::configure_http) | Mozilla's roots; the `*_PROXY` variables | `HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`, `NO_PROXY` |
 ///
 /// Booleans follow the Python SDK: `true`, `1` or `yes` in any case is true, anything else false.
 /// Durations longer than a year (`Duration::MAX` included) are taken as a year: "never".
@@ -92,6 +94,7 @@ pub struct ClientBuilder {
     pub(super) capture: Option<Capture>,
     pub(super) root_certificates: Vec<Vec<u8>>,
     pub(super) proxy: Option<String>,
+    pub(super) http: Option<HttpSettings>,
     /// Environment values that did not parse, reported by `build()` unless a setter replaced them.
     pub(super) env_errors: Vec<ConfigError>,
 }
@@ -144,6 +147,7 @@ impl Default for ClientBuilder {
             capture: None,
             root_certificates: Vec::new(),
             proxy: None,
+            http: None,
             env_errors: Vec::new(),
         }
     }
@@ -427,6 +431,41 @@ impl ClientBuilder {
     /// environment variables apply, as in most HTTP clients. Checked by `build()`.
     pub fn proxy(mut self, url: impl Into<String>) -> Self {
         self.proxy = Some(url.into());
+        self
+    }
+
+    /// Adjusts the HTTP client the worker sends with, for what the other setters do not cover:
+    /// a client certificate (mTLS, [`Identity`](reqwest::Identity)), a fixed address for a
+    /// host name ([`resolve`](reqwest::ClientBuilder::resolve)), a local address, headers a
+    /// gateway wants. `configure` gets a fresh [`reqwest::ClientBuilder`] (reqwest is
+    /// re-exported as [`pandaprobe::reqwest`](crate::reqwest), the version this SDK builds
+    /// with); the SDK then sets its own over it: the API key and project headers, the request
+    /// and connect timeouts, redirects off (a redirect would carry the key to another host),
+    /// HTTP/1.1, the pool size, and the root certificates and proxy set here. It is called on
+    /// the worker's thread each time the worker builds a client: twice at the start, and again
+    /// when it renews its connection pool after a server closed a connection. If it panics,
+    /// `build()` fails with [`ConfigError::Worker`] (and a later renewal keeps the old pool).
+    ///
+    /// ```
+    /// use std::net::SocketAddr;
+    /// use pandaprobe::Client;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let gateway: SocketAddr = "10.0.0.7:443".parse()?;
+    /// let client = Client::builder()
+    ///     .api_key("sk_pp_...")
+    ///     .project_name("my-project")
+    ///     .endpoint("https://pandaprobe.internal")
+    ///     .configure_http(move |http| http.resolve("pandaprobe.internal", gateway))
+    ///     .build()?;
+    /// # drop(client);
+    /// # Ok(()) }
+    /// ```
+    pub fn configure_http(
+        mut self,
+        configure: impl Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send + Sync + 'static,
+    ) -> Self {
+        self.http = Some(HttpSettings(Arc::new(configure)));
         self
     }
 

@@ -1,8 +1,10 @@
 //! How the client reaches the server, besides the endpoint: extra root certificates (a
 //! private CA, a TLS-intercepting proxy) and an explicit proxy, checked when the client is
-//! built. The proxy's URL may carry a password: it is never printed.
+//! built, and the user's own settings for the HTTP client. The proxy's URL may carry a
+//! password: it is never printed.
 
 use std::fmt;
+use std::sync::Arc;
 
 use super::env::invalid;
 use crate::error::ConfigError;
@@ -14,6 +16,19 @@ pub(crate) struct Proxy(pub(crate) reqwest::Proxy);
 impl fmt::Debug for Proxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Proxy(<set>)")
+    }
+}
+
+/// The user's settings for the HTTP client ([`ClientBuilder::configure_http`](crate::ClientBuilder::configure_http)),
+/// applied before the SDK's own.
+#[derive(Clone)]
+pub(crate) struct HttpSettings(
+    pub(crate) Arc<dyn Fn(reqwest::ClientBuilder) -> reqwest::ClientBuilder + Send + Sync>,
+);
+
+impl fmt::Debug for HttpSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HttpSettings(<function>)")
     }
 }
 

@@ -103,6 +103,7 @@ fn resolve(b: ClientBuilder) -> Result<Config, ConfigError> {
         capture: b.capture,
         root_certificates,
         proxy,
+        http: b.http,
     })
 }
 

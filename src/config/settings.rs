@@ -71,6 +71,8 @@ pub(crate) struct Config {
     /// Trusted besides the built-in roots.
     pub(crate) root_certificates: Vec<reqwest::Certificate>,
     pub(crate) proxy: Option<network::Proxy>,
+    /// The user's own settings for the HTTP client, applied first.
+    pub(crate) http: Option<network::HttpSettings>,
     pub(crate) queue_full: QueueFullPolicy,
     pub(crate) scores_rate_limit: Option<RateLimit>,
     pub(crate) traces_rate_limit: Option<RateLimit>,

@@ -71,7 +71,7 @@ pub(crate) fn spawn(
                 .enable_all()
                 .build()
                 .map_err(StartError::new)
-                .and_then(|rt| Ok((rt, Transport::new(&shared.config).map_err(StartError::new)?)));
+                .and_then(|rt| Ok((rt, Transport::new(&shared.config)?)));
             let (runtime, transport) = match started {
                 Ok(parts) => parts,
                 Err(e) => {

@@ -1,5 +1,7 @@
 //! HTTP: one record, one request. Built and dropped on the worker's own runtime.
 
+use std::io;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
@@ -8,6 +10,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, RETRY_AF
 use reqwest::Url;
 
 use crate::config::{Config, RateLimit};
+use crate::error::StartError;
 
 /// The most of an answer's body the SDK reads: enough for the server's error message, and a
 /// bound on what a hostile or broken server can make it hold.
@@ -88,8 +91,11 @@ impl Redactor {
 /// How much of a server's words the SDK keeps for logs and the hook.
 const SHOWN: usize = 300;
 
+/// Makes the worker's HTTP clients, all alike but for their pool size.
+type MakeClient = Box<dyn Fn(usize) -> Result<reqwest::Client, StartError> + Send>;
+
 pub(crate) struct Transport {
-    builder: Box<dyn Fn() -> reqwest::ClientBuilder + Send>,
+    make_client: MakeClient,
     pub(crate) redactor: Redactor,
     /// Kept-alive connections, for first attempts.
     pooled: reqwest::Client,
@@ -100,7 +106,7 @@ pub(crate) struct Transport {
 }
 
 impl Transport {
-    pub(crate) fn new(config: &Config) -> Result<Transport, reqwest::Error> {
+    pub(crate) fn new(config: &Config) -> Result<Transport, StartError> {
         let mut headers = HeaderMap::new();
         headers.insert(HeaderName::from_static("x-api-key"), config.api_key.clone());
         headers.insert(
@@ -114,31 +120,41 @@ impl Transport {
         // handshake with a silent plain-HTTP port) fails as a connect error: no request was
         // sent, so it is no "maybe delivered".
         let connect_timeout = config.connect_timeout.min(request_timeout.mul_f64(0.9));
-        let builder = move || {
-            reqwest::Client::builder()
+        let (roots, proxy) = (config.root_certificates.clone(), config.proxy.clone());
+        let user_settings = config.http.clone();
+        let make_client = move |max_idle: usize| {
+            // The user's settings first, so that the SDK's own (the key's header, no
+            // redirects, the timeouts) are the ones that hold.
+            let mut builder = match &user_settings {
+                Some(settings) => {
+                    let configure = || (settings.0)(reqwest::Client::builder());
+                    std::panic::catch_unwind(AssertUnwindSafe(configure)).map_err(|_| {
+                        StartError::new(io::Error::other("the configure_http function panicked"))
+                    })?
+                }
+                None => reqwest::Client::builder(),
+            };
+            builder = builder
                 .default_headers(headers.clone())
                 .timeout(request_timeout)
                 .connect_timeout(connect_timeout)
                 .redirect(reqwest::redirect::Policy::none())
                 .tcp_nodelay(true)
                 .http1_only()
-        };
-        let max_idle = config.max_in_flight;
-        let (roots, proxy) = (config.root_certificates.clone(), config.proxy.clone());
-        let builder = move || {
-            let mut builder = builder();
+                .pool_max_idle_per_host(max_idle);
             for root in &roots {
                 builder = builder.add_root_certificate(root.clone());
             }
-            match &proxy {
-                Some(proxy) => builder.proxy(proxy.0.clone()),
-                None => builder,
+            if let Some(proxy) = &proxy {
+                builder = builder.proxy(proxy.0.clone());
             }
+            builder.build().map_err(StartError::new)
         };
+        let max_idle = config.max_in_flight;
         Ok(Transport {
-            pooled: builder().pool_max_idle_per_host(max_idle).build()?,
-            fresh: builder().pool_max_idle_per_host(0).build()?,
-            builder: Box::new(builder),
+            pooled: make_client(max_idle)?,
+            fresh: make_client(0)?,
+            make_client: Box::new(make_client),
             redactor: Redactor::new(&config.api_key),
             max_idle,
         })
@@ -157,10 +173,7 @@ impl Transport {
     /// hand that socket to the next request: start a new pool. Requests under way keep the
     /// old one until they finish.
     pub(crate) fn renew_pool(&mut self) {
-        if let Ok(pooled) = (self.builder)()
-            .pool_max_idle_per_host(self.max_idle)
-            .build()
-        {
+        if let Ok(pooled) = (self.make_client)(self.max_idle) {
             self.pooled = pooled;
         }
     }
