@@ -1172,14 +1172,18 @@ fn a_server_behind_a_private_ca_is_reached_once_its_root_is_added() {
         .add_root_certificate(&ca)
         .build()
         .expect("client");
-    let trace = client.start_trace("over-tls");
-    trace
-        .score(Score::numeric(trace.trace_id(), "trusted", 0.5))
-        .expect("held");
-    trace.end();
+    send_a_scored_trace(&client, "over-tls");
     client.flush(WAIT).expect("delivered over TLS");
     assert_eq!(server.score_count(), 1);
     assert_eq!(server.trace_count(), 1);
+}
+
+/// Ends a trace with one score held for it: two records, one of each path.
+fn send_a_scored_trace(client: &Client, name: &str) {
+    let trace = client.start_trace(name);
+    let score = Score::numeric(trace.trace_id(), name, 0.5);
+    trace.score(score).expect("held");
+    trace.end();
 }
 
 #[test]
@@ -1224,11 +1228,7 @@ fn configure_http_adds_to_the_http_client_and_the_sdks_own_settings_hold() {
         })
         .build()
         .expect("client");
-    let trace = client.start_trace("configured");
-    trace
-        .score(Score::numeric(trace.trace_id(), "configured", 0.5))
-        .expect("held");
-    trace.end();
+    send_a_scored_trace(&client, "configured");
     client
         .flush(WAIT)
         .expect("delivered through the resolved address");
@@ -1264,11 +1264,7 @@ fn an_explicit_proxy_carries_every_request() {
         .proxy(proxy.url())
         .build()
         .expect("client");
-    let trace = client.start_trace("via-proxy");
-    trace
-        .score(Score::numeric(trace.trace_id(), "proxied", 0.5))
-        .expect("held");
-    trace.end();
+    send_a_scored_trace(&client, "via-proxy");
     client.flush(WAIT).expect("delivered through the proxy");
     assert_eq!(proxy.trace_count(), 1);
     assert_eq!(proxy.score_count(), 1);
