@@ -537,7 +537,7 @@ fn forecast(days: u32) -> Result<Vec<String>, String> {
 }
 
 #[test]
-fn instrument_ret_is_the_spans_output_err_its_error_and_arguments_its_metadata() {
+fn instrument_ret_is_the_spans_output_err_its_error_and_arguments_its_input() {
     let (traces, ()) = traces_of(|_| {
         let root = info_span!("weather", pandaprobe.trace = "weather-agent");
         let _root = root.enter();
@@ -548,10 +548,7 @@ fn instrument_ret_is_the_spans_output_err_its_error_and_arguments_its_metadata()
     let trace = only(&traces);
     let lookup = span(trace, "lookup");
     assert_eq!(lookup["output"], "sunny in Paris", "unquoted: {lookup:#}");
-    assert_eq!(
-        lookup["metadata"]["city"], "Paris",
-        "arguments are metadata"
-    );
+    assert_eq!(lookup["input"], json!({"city": "Paris"}), "the arguments");
     let spans = trace["spans"].as_array().expect("spans");
     let forecasts: Vec<&Value> = spans.iter().filter(|s| s["name"] == "forecast").collect();
     assert_eq!(forecasts.len(), 2);
@@ -562,6 +559,36 @@ fn instrument_ret_is_the_spans_output_err_its_error_and_arguments_its_metadata()
     );
     assert_eq!(forecasts[1]["status"], "ERROR");
     assert_eq!(forecasts[1]["error"], "30 days is too far");
+}
+
+#[tracing::instrument(fields(pandaprobe.trace = "answer-agent", metadata.release = "r1"))]
+fn answer(question: &str, attempt: u32) {
+    search("pandaprobe");
+}
+
+#[tracing::instrument(fields(pandaprobe.kind = "retriever", input = Empty))]
+fn search(query: &str) {
+    tracing::Span::current().record("input", r#"{"q": "pandaprobe", "top_k": 3}"#);
+}
+
+#[test]
+fn a_marked_functions_arguments_are_its_input_unless_it_records_one() {
+    let (traces, ()) = traces_of(|_| answer("What is PandaProbe?", 2));
+    let trace = only(&traces);
+    assert_eq!(trace["name"], "answer-agent");
+    assert_eq!(
+        trace["input"],
+        json!({"question": "What is PandaProbe?", "attempt": 2}),
+        "Python's @trace: the arguments"
+    );
+    assert_eq!(trace["metadata"], json!({"release": "r1"}), "by its prefix");
+    let search = span(trace, "search");
+    assert_eq!(search["input"], json!({"q": "pandaprobe", "top_k": 3}));
+    assert_eq!(
+        search["metadata"],
+        json!({"query": "pandaprobe"}),
+        "an argument, kept once the recorded input replaced it"
+    );
 }
 
 /// `Client::span` (what LLM-client integrations call) inside a recorded `tracing` span opens

@@ -35,6 +35,9 @@ pub(super) enum Mapped {
     /// Status ERROR, with the error's text when there is one.
     Error(Option<String>),
     Metadata(&'static str, Value),
+    /// A field the table does not name: on a marked span, one of the input's fields (a
+    /// function's argument, as `#[instrument]` records it); elsewhere, metadata.
+    Other(&'static str, Value),
 }
 
 /// Which count of [`TokenUsage`](crate::TokenUsage) a field holds.
@@ -46,6 +49,20 @@ pub(super) enum TokenCount {
     CacheRead,
     CacheCreation,
 }
+
+/// The plain names the table maps for one role only (a trace's or a span's).
+const ROLE_FIELDS: [&str; 10] = [
+    "model",
+    "prompt_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "cache_read_tokens",
+    "cache_creation_tokens",
+    "cost",
+    "session_id",
+    "user_id",
+    "tags",
+];
 
 /// The table of the module docs. `None`: the field is a mark, or says "no error".
 pub(super) fn map_field(name: &'static str, value: FieldValue, role: Role) -> Option<Mapped> {
@@ -116,7 +133,15 @@ pub(super) fn map_field(name: &'static str, value: FieldValue, role: Role) -> Op
                 .map(str::to_owned)
                 .collect(),
         ),
-        _ => Mapped::Metadata(name, value.into_json()),
+        // A field of the other role, or a GenAI attribute this table does not read: never
+        // a function's argument.
+        _ if name.starts_with("gen_ai.") || ROLE_FIELDS.contains(&name) => {
+            Mapped::Metadata(name, value.into_json())
+        }
+        _ => match name.strip_prefix("metadata.") {
+            Some(key) => Mapped::Metadata(key, value.into_json()),
+            None => Mapped::Other(name, value.into_json()),
+        },
     };
     Some(mapped)
 }
@@ -329,15 +354,23 @@ mod tests {
     }
 
     #[test]
-    fn anything_else_is_metadata_with_its_type() {
+    fn anything_else_is_an_other_field_with_its_type_or_metadata_by_prefix() {
         assert_eq!(
             span("attempt", FieldValue::Uint(2)),
-            Some(Mapped::Metadata("attempt", json!(2)))
+            Some(Mapped::Other("attempt", json!(2)))
         );
         let flag = trace("cached", FieldValue::Bool(true));
-        assert_eq!(flag, Some(Mapped::Metadata("cached", json!(true))));
-        let uri = trace("uri", text("/ask?q=1"));
+        assert_eq!(flag, Some(Mapped::Other("cached", json!(true))));
+        let uri = trace("metadata.uri", text("/ask?q=1"));
         assert_eq!(uri, Some(Mapped::Metadata("uri", json!("/ask?q=1"))));
+        // Fields of the other role, and GenAI attributes, are never arguments.
+        let tags = span("tags", text("a"));
+        assert_eq!(tags, Some(Mapped::Metadata("tags", json!("a"))));
+        let provider = span("gen_ai.provider.name", text("openai"));
+        assert_eq!(
+            provider,
+            Some(Mapped::Metadata("gen_ai.provider.name", json!("openai")))
+        );
     }
 
     #[test]

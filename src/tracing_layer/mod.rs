@@ -61,7 +61,10 @@ type Selector = Arc<dyn Fn(&Metadata<'_>) -> bool + Send + Sync>;
 /// | `tags` | trace: `tags`, split at commas |
 /// | `error` | status `ERROR`, with the value as the span's `error` (a trace's `metadata.error`); `false` means no error |
 /// | `error.type`, `gen_ai.tool.error.type` (the conventions' error class) | status `ERROR`, with the class as the error |
-/// | any other field | a key of `metadata` (as are the span-only fields of a trace, the trace-only fields of a span, and counts or costs that are not numbers) |
+/// | any other field, on a span you marked | a key of `input`, as Python's `@trace`/`@span` record a function's arguments (`#[instrument]` records them as fields); once an `input` field is recorded, that is the input and these fields go to `metadata` |
+/// | any other field, on a span taken by a selector or for its GenAI fields; `gen_ai.*` fields the table does not read | a key of `metadata` |
+/// | `metadata.<key>` | `metadata.<key>`, on any span |
+/// | the span-only fields of a trace, the trace-only fields of a span, counts or costs that are not numbers | a key of `metadata` |
 ///
 /// A span that is neither marked, nor a GenAI span, nor selected by [`root_if`](Self::root_if) or
 /// [`span_if`](Self::span_if) is ignored, as is a span marked `pandaprobe.kind` outside any
@@ -308,7 +311,13 @@ where
             }
             None => return,
         };
-        let mut node = node.with_gen_ai(operation);
+        // The user's own marks take the unnamed fields as the input; spans taken by a
+        // selector (other code's) or for their GenAI fields keep them as metadata.
+        let marked =
+            meta.fields().field(TRACE_MARK).is_some() || meta.fields().field(KIND_MARK).is_some();
+        let mut node = node
+            .with_gen_ai(operation)
+            .with_fields_as_input(marked && operation.is_none());
         node.record(values);
         span.extensions_mut().replace(node);
     }

@@ -33,6 +33,11 @@ pub(super) struct Node {
     gen_ai: Option<String>,
     /// An answer was recorded: output, token counts or a `gen_ai.response.*` field.
     answered: bool,
+    /// Fields the table does not name are the input (a span marked by the user, most often
+    /// an `#[instrument]`ed function and its arguments), until an `input` field is recorded.
+    fields_as_input: bool,
+    /// Those fields, as the input object so far.
+    arguments: Map<String, Value>,
 }
 
 impl Node {
@@ -54,12 +59,20 @@ impl Node {
             failed: false,
             gen_ai: None,
             answered: false,
+            fields_as_input: false,
+            arguments: Map::new(),
         }
     }
 
     /// Marks the node as a GenAI span of `operation`.
     pub(super) fn with_gen_ai(mut self, operation: Option<&str>) -> Node {
         self.gen_ai = operation.map(str::to_owned);
+        self
+    }
+
+    /// Takes the fields the table does not name as the input (see `fields_as_input`).
+    pub(super) fn with_fields_as_input(mut self, fields_as_input: bool) -> Node {
+        self.fields_as_input = fields_as_input;
         self
     }
 
@@ -98,6 +111,7 @@ impl Node {
         };
         let (mut metadata_changed, mut tokens_changed, mut parameters_changed) =
             (false, false, false);
+        let mut arguments_changed = false;
         for (name, value) in values.0 {
             if let (Some(operation), Target::Span(span)) = (&self.gen_ai, &self.target) {
                 let text = || value.clone().into_text();
@@ -115,9 +129,24 @@ impl Node {
                 continue;
             };
             match (&self.target, mapped) {
-                (_, Mapped::Metadata(key, value)) => {
+                (_, Mapped::Other(key, value)) if self.fields_as_input => {
+                    self.arguments.insert(key.to_owned(), value);
+                    arguments_changed = true;
+                }
+                (_, Mapped::Metadata(key, value) | Mapped::Other(key, value)) => {
                     self.metadata.insert(key.to_owned(), value);
                     metadata_changed = true;
+                }
+                (_, Mapped::Input(v)) if self.fields_as_input => {
+                    // An explicit input wins; the fields taken as input so far are kept as
+                    // metadata, and later ones go there too.
+                    self.fields_as_input = false;
+                    arguments_changed = false;
+                    if !self.arguments.is_empty() {
+                        self.metadata.append(&mut self.arguments);
+                        metadata_changed = true;
+                    }
+                    self.set_input(v);
                 }
                 (_, Mapped::Tokens(count, n)) => {
                     self.answered = true;
@@ -136,14 +165,13 @@ impl Node {
                     self.model_parameters.insert(key.to_owned(), value);
                     parameters_changed = true;
                 }
-                (Target::Trace(t), Mapped::Input(v)) => t.set_input(v),
+                (_, Mapped::Input(v)) => self.set_input(v),
                 (Target::Trace(t), Mapped::Output(v)) => t.set_output(v),
                 (Target::Trace(t), Mapped::SessionId(id)) => t.set_session_id(id),
                 (Target::Trace(t), Mapped::UserId(id)) => t.set_user_id(id),
                 (Target::Trace(t), Mapped::Tags(tags)) => {
                     tags.into_iter().for_each(|tag| t.add_tag(tag))
                 }
-                (Target::Span(s), Mapped::Input(v)) => s.set_input(v),
                 (Target::Span(s), Mapped::Output(v)) => {
                     self.answered = true;
                     s.set_output(v);
@@ -156,6 +184,9 @@ impl Node {
                 }
             }
         }
+        if arguments_changed {
+            self.set_input(Value::Object(self.arguments.clone()));
+        }
         if metadata_changed {
             self.flush_metadata();
         }
@@ -166,6 +197,13 @@ impl Node {
             if let Target::Span(span) = &self.target {
                 span.set_usage(self.usage);
             }
+        }
+    }
+
+    fn set_input(&self, input: Value) {
+        match &self.target {
+            Target::Trace(trace) => trace.set_input(input),
+            Target::Span(span) => span.set_input(input),
         }
     }
 

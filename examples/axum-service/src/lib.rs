@@ -157,8 +157,9 @@ fn request_span<B>(request: &Request<B>) -> Span {
         pandaprobe.trace = %format!("{} {}", request.method(), request.uri().path()),
         user_id = user,
         tags = "axum-example",
-        method = %request.method(),
-        uri = %request.uri(),
+        // Request attributes, not the trace's input (the agent's span holds the question).
+        metadata.method = %request.method(),
+        metadata.uri = %request.uri(),
     )
 }
 
