@@ -51,19 +51,27 @@
 //! # The Responses API
 //!
 //! With the feature `responses`, [`TracedClient::responses`] traces `create` and
-//! `create_stream` as `openai-response` `LLM` (the Python SDK's name) spans: `input` is `{"messages": [...]}` (the
-//! instructions as a system message, a text input as a user message, input items as they
-//! are) with the declared `tools`; `output` is one assistant message (the output text as
-//! `content`, `refusal`, function calls as `tool_calls`, other items such as reasoning or
-//! built-in tool calls under `output_items`); usage is `input_tokens`/`output_tokens` as prompt/completion tokens, with
-//! `input_tokens_details.cached_tokens` and `output_tokens_details.reasoning_tokens` as
-//! `cache_read_tokens` and `reasoning_tokens`;
-//! parameters are `temperature`, `top_p`, `max_output_tokens`, `max_tool_calls`,
-//! `parallel_tool_calls`, `reasoning`, `service_tier`, `text`, `tool_choice`, `truncation`,
-//! `top_logprobs`, `background` (never `user`, `metadata`, `safety_identifier` or
-//! `prompt_cache_key`). A stream records the time of its first delta and the whole response of
-//! its last event; a `failed` or `incomplete` response, an error event, a cut or a drop ends
-//! the span as `ERROR` with the text received so far.
+//! `create_stream` as `openai-response` `LLM` spans (the Python SDK's name):
+//!
+//! - `input` is `{"messages": [...]}`: the instructions as a system message, a text input as a
+//!   user message, input items as they are, with the declared `tools`.
+//! - `output` is one assistant message: the output text as `content`, `refusal`, function
+//!   calls as `tool_calls`, other items (reasoning, built-in tool calls) under `output_items`.
+//! - Each built-in tool the provider ran (`web_search_call`, `file_search_call`,
+//!   `code_interpreter_call`, `mcp_call`, ...) is also a `TOOL` child span named by its type,
+//!   as in Python: the item's request fields as `input`, its `results`/`outputs`/`output` as
+//!   `output`, `ERROR` when it failed. It carries the response's timing (the response does not
+//!   say when the tool ran). Function calls get no span of their own: the application runs them.
+//! - Usage is `input_tokens`/`output_tokens` as prompt/completion tokens, with
+//!   `input_tokens_details.cached_tokens` and `output_tokens_details.reasoning_tokens` as
+//!   `cache_read_tokens` and `reasoning_tokens`.
+//! - Parameters are `temperature`, `top_p`, `max_output_tokens`, `max_tool_calls`,
+//!   `parallel_tool_calls`, `reasoning`, `service_tier`, `text`, `tool_choice`, `truncation`,
+//!   `top_logprobs`, `background` (never `user`, `metadata`, `safety_identifier` or
+//!   `prompt_cache_key`).
+//! - A stream records the time of its first delta and the whole response of its last event; a
+//!   `failed` or `incomplete` response, an error event, a cut or a drop ends the span as
+//!   `ERROR` with the text received so far.
 //!
 //! # Content capture
 //!

@@ -196,9 +196,61 @@ fn responses_output(response: &Value) -> Option<Value> {
     Some(Value::Object(message))
 }
 
+/// Fields of a built-in tool call that hold what the tool found or made, not what it was asked.
+const TOOL_RESULT_FIELDS: [&str; 5] = ["results", "outputs", "output", "result", "error"];
+
+/// The tools the provider ran inside the response (web search, file search, code interpreter,
+/// MCP, image generation, ...): a `TOOL` child span each, named by the item's type, as the
+/// Python SDK records them; `ERROR` when the item failed or carries an error. They start and
+/// end with the response: it says what ran, not when. Function calls (`function_call`,
+/// `custom_tool_call`) get none: the application runs those, in spans of its own.
+fn record_builtin_tools(span: &Span, options: &Options, response: &Value) {
+    for item in response["output"].as_array().into_iter().flatten() {
+        let Some(kind) = item["type"].as_str() else {
+            continue;
+        };
+        if !kind.ends_with("_call") || matches!(kind, "function_call" | "custom_tool_call") {
+            continue;
+        }
+        let tool = span.span(kind, SpanKind::Tool);
+        if let Some(id) = item["id"].as_str() {
+            tool.set_metadata(json!({ "item_id": id }));
+        }
+        if options.capture_content {
+            let (mut input, mut output) = (Map::new(), Map::new());
+            for (key, value) in item.as_object().into_iter().flatten() {
+                if matches!(key.as_str(), "id" | "type" | "status") || value.is_null() {
+                    continue;
+                }
+                let side = if TOOL_RESULT_FIELDS.contains(&key.as_str()) {
+                    &mut output
+                } else {
+                    &mut input
+                };
+                side.insert(key.clone(), value.clone());
+            }
+            tool.set_input(Value::Object(input));
+            if !output.is_empty() {
+                tool.set_output(Value::Object(output));
+            }
+        }
+        let status = item["status"].as_str().unwrap_or("completed");
+        match (&item["error"], status) {
+            (Value::Null, "failed" | "incomplete") => tool.set_error(format!("{kind} {status}")),
+            (Value::Null, _) => tool.set_status(SpanStatus::Ok),
+            (error, _) => tool.set_error(match error.as_str() {
+                Some(text) => text.to_owned(),
+                None => error.to_string(),
+            }),
+        }
+        tool.end();
+    }
+}
+
 /// Model, usage, output and status of a whole response (from `create`, or the last event of a
 /// stream).
 fn record_response(span: &Span, options: &Options, response: &Value, stream: bool) {
+    record_builtin_tools(span, options, response);
     if let Some(model) = response["model"].as_str().filter(|m| !m.is_empty()) {
         span.set_model(model);
     }

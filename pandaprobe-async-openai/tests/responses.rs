@@ -25,8 +25,8 @@ fn ask(question: &str) -> CreateResponse {
 }
 
 impl Setup {
-    /// Runs `body` inside a trace of its own and returns that trace's one span as stored.
-    async fn only_span<F: std::future::Future>(&self, body: F) -> (F::Output, Value) {
+    /// Runs `body` inside a trace of its own and returns that trace's spans as stored.
+    async fn spans<F: std::future::Future>(&self, body: F) -> (F::Output, Vec<Value>) {
         let trace = self.probe.start_trace("agent-run");
         let id = trace.trace_id();
         let out = trace.in_scope(body).await;
@@ -34,10 +34,44 @@ impl Setup {
         drop(trace);
         self.probe.flush_async(WAIT).await.expect("flush");
         let stored = self.server.wait_for_stored_trace(id, WAIT).expect("stored");
-        let spans = stored["spans"].as_array().expect("spans");
+        let spans = stored["spans"].as_array().expect("spans").clone();
+        (out, spans)
+    }
+
+    /// Streams a response to its end and returns its text deltas, joined.
+    async fn stream_text(&self, request: CreateResponse) -> String {
+        let responses = self.openai.responses();
+        let mut stream = responses.create_stream(request).await.expect("stream");
+        let mut text = String::new();
+        while let Some(event) = stream.next().await {
+            if let ResponseStreamEvent::ResponseOutputTextDelta(delta) = event.expect("event") {
+                text.push_str(&delta.delta);
+            }
+        }
+        text
+    }
+
+    /// Runs `body` inside a trace of its own and returns that trace's one span as stored.
+    async fn only_span<F: std::future::Future>(&self, body: F) -> (F::Output, Value) {
+        let (out, spans) = self.spans(body).await;
         assert_eq!(spans.len(), 1, "one span: {spans:#?}");
         (out, spans[0].clone())
     }
+}
+
+/// The response's span and its one child, as stored.
+fn llm_and_tool(spans: &[Value]) -> (&Value, &Value) {
+    assert_eq!(spans.len(), 2, "the call and its tool: {spans:#?}");
+    let llm = spans
+        .iter()
+        .find(|s| s["kind"] == "LLM")
+        .expect("the LLM span");
+    let tool = spans
+        .iter()
+        .find(|s| s["kind"] == "TOOL")
+        .expect("the TOOL span");
+    assert_eq!(tool["parent_span_id"], llm["span_id"], "under the call");
+    (llm, tool)
 }
 
 fn assert_basics(span: &Value) {
@@ -82,21 +116,7 @@ async fn a_plain_response_records_messages_output_usage_and_parameters() {
 async fn a_streamed_response_records_the_completed_response_and_a_first_delta_time() {
     let s = setup();
     let (text, span) = s
-        .only_span(async {
-            let mut stream = s
-                .openai
-                .responses()
-                .create_stream(ask("Stream it"))
-                .await
-                .expect("stream");
-            let mut text = String::new();
-            while let Some(event) = stream.next().await {
-                if let ResponseStreamEvent::ResponseOutputTextDelta(delta) = event.expect("event") {
-                    text.push_str(&delta.delta);
-                }
-            }
-            text
-        })
+        .only_span(async { s.stream_text(ask("Stream it")).await })
         .await;
     assert_eq!(text, DEFAULT_ANSWER, "the caller gets every event");
     assert_basics(&span);
@@ -210,4 +230,70 @@ async fn with_capture_off_no_content_leaves_but_usage_and_timing_do() {
     assert_eq!(span["token_usage"]["prompt_tokens"], PROMPT_TOKENS);
     assert!(span["completion_start_time"].is_string());
     assert_eq!(span["status"], "OK");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_in_tool_the_provider_ran_is_a_tool_span_under_the_call_plain_and_streamed() {
+    let s = setup();
+    let answer = "PandaProbe is an observability platform.";
+    s.provider
+        .push(Reply::web_search("what is pandaprobe", answer));
+    s.provider
+        .push(Reply::web_search("what is pandaprobe", answer));
+    let (_, plain) = s
+        .spans(async {
+            s.openai
+                .responses()
+                .create(ask("Search it"))
+                .await
+                .expect("response")
+        })
+        .await;
+    let (text, streamed) = s
+        .spans(async { s.stream_text(ask("Search it")).await })
+        .await;
+    assert_eq!(text, answer);
+    for spans in [&plain, &streamed] {
+        let (llm, tool) = llm_and_tool(spans);
+        assert_eq!(llm["output"]["content"], answer);
+        assert_eq!(tool["name"], "web_search_call");
+        assert_eq!(tool["status"], "OK");
+        assert_eq!(tool["input"]["action"]["query"], "what is pandaprobe");
+        assert_eq!(tool["input"]["action"]["type"], "search");
+        assert!(tool["metadata"]["item_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("ws_")));
+        assert!(tool["ended_at"].is_string());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_built_in_tool_span_keeps_no_content_with_capture_off_and_a_function_call_gets_none() {
+    let s = setup();
+    let openai = s.openai.clone().capture_content(false);
+    s.provider
+        .push(Reply::web_search("a private question", "a private answer"));
+    s.provider
+        .push(Reply::tool_call("get_weather", r#"{"city":"Paris"}"#));
+    let (_, spans) = s
+        .spans(async {
+            for question in ["Search it", "Weather?"] {
+                let response = openai.responses().create(ask(question)).await;
+                response.expect("response");
+            }
+        })
+        .await;
+    assert_eq!(spans.len(), 3, "two calls, one built-in tool: {spans:#?}");
+    let tool = spans
+        .iter()
+        .find(|s| s["kind"] == "TOOL")
+        .expect("the tool");
+    assert_eq!(tool["name"], "web_search_call");
+    assert!(
+        tool["input"].is_null() && tool["output"].is_null(),
+        "{tool:#}"
+    );
+    assert!(!serde_json::to_string(&spans)
+        .expect("json")
+        .contains("private"));
 }

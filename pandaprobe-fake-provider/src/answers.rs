@@ -82,7 +82,11 @@ pub(crate) fn error_response(status: u16, message: &str) -> Response<Body> {
 
 pub(crate) fn chat(reply: &Reply, model: &str, id: u64) -> Response<Body> {
     let (message, finish, completion) = match reply {
-        Reply::Text(content) => (
+        // Chat completions have no built-in tools: a web search answers with its text.
+        Reply::Text(content)
+        | Reply::WebSearch {
+            answer: content, ..
+        } => (
             json!({"role": "assistant", "content": content}),
             "stop",
             words(content).len() as u64,
@@ -134,7 +138,11 @@ pub(crate) fn stream_chat(
         Value::Null,
     )];
     let (finish, completion, cut_after) = match reply {
-        Reply::Text(content) => {
+        // Chat completions have no built-in tools: a web search answers with its text.
+        Reply::Text(content)
+        | Reply::WebSearch {
+            answer: content, ..
+        } => {
             let parts = words(content);
             let n = parts.len() as u64;
             events.extend(

@@ -40,6 +40,15 @@ pub enum Reply {
         /// The error message.
         message: String,
     },
+    /// A web search the provider ran itself, then an answer with this text: in the Responses
+    /// API a `web_search_call` output item before the message (the text streamed as deltas);
+    /// in chat completions just the text.
+    WebSearch {
+        /// The search query.
+        query: String,
+        /// The answer's text.
+        answer: String,
+    },
     /// An answer cut midway: a stream sends this many content chunks of [`DEFAULT_ANSWER`],
     /// then the connection is cut; a non-streamed request gets its connection cut at once.
     CutAfterChunks(usize),
@@ -56,6 +65,14 @@ impl Reply {
         Reply::ToolCall {
             name: name.into(),
             arguments: arguments.into(),
+        }
+    }
+
+    /// A web search, then an answer (see [`Reply::WebSearch`]).
+    pub fn web_search(query: impl Into<String>, answer: impl Into<String>) -> Reply {
+        Reply::WebSearch {
+            query: query.into(),
+            answer: answer.into(),
         }
     }
 

@@ -12,17 +12,28 @@ use crate::answers::{
 };
 use crate::reply::{Reply, CACHED_TOKENS, DEFAULT_ANSWER, PROMPT_TOKENS, REASONING_TOKENS};
 
-/// The output item of a reply and how many tokens it is.
-fn output_item(reply: &Reply, id: u64) -> (Value, u64) {
+/// The output items of a reply and how many tokens they are.
+fn output_items(reply: &Reply, id: u64) -> (Vec<Value>, u64) {
     match reply {
         Reply::ToolCall { name, arguments } => (
-            json!({"type": "function_call", "id": format!("fc_{id}"), "call_id": format!("call_{id}"),
+            vec![
+                json!({"type": "function_call", "id": format!("fc_{id}"), "call_id": format!("call_{id}"),
                    "name": name, "arguments": arguments, "status": "completed"}),
+            ],
             5,
         ),
-        Reply::Text(text) => (message(text, id), words(text).len() as u64),
+        Reply::WebSearch { query, answer } => (
+            vec![
+                json!({"type": "web_search_call", "id": format!("ws_{id}"), "status": "completed",
+                       "action": {"type": "search", "query": query, "queries": [query],
+                                  "sources": [{"type": "url", "url": "https://example.com/"}]}}),
+                message(answer, id),
+            ],
+            words(answer).len() as u64,
+        ),
+        Reply::Text(text) => (vec![message(text, id)], words(text).len() as u64),
         _ => (
-            message(DEFAULT_ANSWER, id),
+            vec![message(DEFAULT_ANSWER, id)],
             words(DEFAULT_ANSWER).len() as u64,
         ),
     }
@@ -56,10 +67,10 @@ pub(crate) fn respond(reply: &Reply, model: &str, id: u64) -> Response<Body> {
         Reply::Error { status, message } => error_response(*status, message),
         Reply::CutAfterChunks(_) => Response::new(body(vec![cut()])),
         _ => {
-            let (item, completion) = output_item(reply, id);
+            let (items, completion) = output_items(reply, id);
             json_response(
                 StatusCode::OK,
-                &response(model, id, "completed", vec![item], Some(completion)),
+                &response(model, id, "completed", items, Some(completion)),
             )
         }
     }
@@ -85,13 +96,14 @@ pub(crate) fn stream_respond(reply: &Reply, model: &str, id: u64) -> Response<Bo
         "response.created",
         json!({"response": response(model, id, "in_progress", vec![], None)}),
     ));
-    let (item, completion) = output_item(reply, id);
-    match (reply, &item["type"]) {
-        (Reply::ToolCall { arguments, .. }, _) => {
-            for piece in [
-                &arguments[..arguments.len() / 2],
-                &arguments[arguments.len() / 2..],
-            ] {
+    let (items, completion) = output_items(reply, id);
+    match reply {
+        Reply::ToolCall { arguments, .. } => {
+            let mid = arguments
+                .char_indices()
+                .nth(arguments.chars().count() / 2)
+                .map_or(0, |(i, _)| i);
+            for piece in [&arguments[..mid], &arguments[mid..]] {
                 frames.push(event(
                     "response.function_call_arguments.delta",
                     json!({"item_id": format!("fc_{id}"), "output_index": 0, "delta": piece}),
@@ -103,14 +115,16 @@ pub(crate) fn stream_respond(reply: &Reply, model: &str, id: u64) -> Response<Bo
                 Reply::CutAfterChunks(n) => *n,
                 _ => usize::MAX,
             };
-            let text = item["content"][0]["text"]
+            // The message is the last item (after a web search's call).
+            let index = items.len().saturating_sub(1);
+            let text = items[index]["content"][0]["text"]
                 .as_str()
                 .unwrap_or_default()
                 .to_owned();
             for delta in words(&text).into_iter().take(limit) {
                 frames.push(event(
                     "response.output_text.delta",
-                    json!({"item_id": format!("msg_{id}"), "output_index": 0,
+                    json!({"item_id": format!("msg_{id}"), "output_index": index,
                            "content_index": 0, "delta": delta}),
                 ));
             }
@@ -121,7 +135,7 @@ pub(crate) fn stream_respond(reply: &Reply, model: &str, id: u64) -> Response<Bo
     }
     frames.push(event(
         "response.completed",
-        json!({"response": response(model, id, "completed", vec![item], Some(completion))}),
+        json!({"response": response(model, id, "completed", items, Some(completion))}),
     ));
     with_sse_type(body(frames))
 }
