@@ -44,8 +44,9 @@
 //! | `metadata` | `provider`, `response_id`, `finish_reasons`, `stream` | `provider` |
 //! | `status`, `error` | `OK`; `ERROR` with the provider's message (keys masked), or with "dropped" for a stream dropped before its end | same |
 //!
-//! Left out on purpose (chat completions): the request's `user` and `metadata` fields (identifiers of your users),
-//! logprobs, audio output, embedding vectors, and the audio and prediction token counts. A streamed call records usage only if the request asked for it
+//! Left out on purpose (chat completions): the request's `user` and `metadata` fields
+//! (identifiers of your users), logprobs, audio output, embedding vectors, and the audio and
+//! prediction token counts. A streamed call records usage only if the request asked for it
 //! (`stream_options.include_usage`): the wrapper never changes what you send.
 //!
 //! # The Responses API
