@@ -446,4 +446,56 @@ mod tests {
         );
         assert_eq!(responses_output(&json!({})), None);
     }
+
+    #[test]
+    fn built_in_tools_split_request_from_result_and_fail_by_status_or_error() {
+        let capture = pandaprobe::Capture::new();
+        let probe = pandaprobe::Client::builder()
+            .capture(&capture)
+            .build()
+            .expect("client");
+        let options = Options {
+            capture_content: true,
+            provider: "openai".to_owned(),
+        };
+        let response = json!({"output": [
+            {"type": "file_search_call", "id": "fs_1", "status": "completed",
+             "queries": ["q"], "results": [{"file_id": "f1"}]},
+            {"type": "code_interpreter_call", "id": "ci_1", "status": "failed", "code": "1/0",
+             "outputs": null},
+            {"type": "mcp_call", "id": "mcp_1", "server_label": "s", "name": "n",
+             "arguments": "{}", "error": {"message": "refused"}},
+            {"type": "function_call", "call_id": "c1", "name": "f", "arguments": "{}"},
+            {"type": "custom_tool_call", "call_id": "c2", "name": "g", "input": "x"},
+            {"id": "no_type"},
+        ]});
+        let span = probe.span("call", SpanKind::Llm);
+        let trace_id = span.trace_id();
+        record_builtin_tools(&span, &options, &response);
+        drop(span);
+        probe
+            .flush(std::time::Duration::from_secs(10))
+            .expect("flushed");
+        let trace = capture.trace(trace_id).expect("captured");
+        let tools: Vec<&Value> = trace["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| s["kind"] == "TOOL")
+            .collect();
+        let names: Vec<&str> = tools.iter().filter_map(|t| t["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            ["file_search_call", "code_interpreter_call", "mcp_call"]
+        );
+        assert_eq!(tools[0]["input"], json!({"queries": ["q"]}));
+        assert_eq!(tools[0]["output"], json!({"results": [{"file_id": "f1"}]}));
+        assert_eq!(tools[0]["status"], "OK");
+        assert_eq!(tools[1]["input"], json!({"code": "1/0"}), "nulls left out");
+        assert_eq!(tools[1]["status"], "ERROR");
+        assert_eq!(tools[1]["error"], "code_interpreter_call failed");
+        assert_eq!(tools[2]["status"], "ERROR");
+        assert_eq!(tools[2]["error"], r#"{"message":"refused"}"#);
+        assert_eq!(tools[2]["output"], json!({"error": {"message": "refused"}}));
+    }
 }
