@@ -189,6 +189,16 @@ pub(crate) fn as_object(value: Value) -> Option<Value> {
     }
 }
 
+/// Merges `value` (taken as [`as_object`] takes it) into the object in `slot`: its keys are
+/// added or replace the ones there, the others stay.
+pub(crate) fn merge_object(slot: &mut Option<Value>, value: Value) {
+    match (slot.as_mut(), as_object(value)) {
+        (Some(Value::Object(existing)), Some(Value::Object(new))) => existing.extend(new),
+        (_, Some(new)) => *slot = Some(new),
+        (_, None) => {}
+    }
+}
+
 /// `null` means "not set": absent keys are omitted, never sent as `null`.
 pub(crate) fn not_null(value: Value) -> Option<Value> {
     match value {

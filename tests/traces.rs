@@ -521,6 +521,47 @@ fn null_json_values_are_left_out_of_the_body() {
     assert_only_required_keys(&raw);
 }
 
+#[test]
+fn metadata_merges_key_by_key_and_a_cost_breakdown_keeps_its_total() {
+    let server = lenient_server();
+    let client = client_for(&server).build().expect("client");
+    let trace = client
+        .trace("merged")
+        .metadata(json!({"a": 1, "b": 1}))
+        .start();
+    trace.merge_metadata(json!({"b": 2, "c": 3}));
+    let span = trace.span("llm", SpanKind::Llm);
+    span.merge_metadata(json!({"first": true})); // nothing to merge into yet
+    span.merge_metadata(json!({"second": true}));
+    span.merge_metadata(Value::Null); // nothing
+    span.set_cost_breakdown(
+        0.003,
+        [("input", 0.001), ("output", 0.002), ("bad", f64::NAN)],
+    );
+    let first_token = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+    span.set_completion_start_at(first_token);
+    let free = trace.span("free", SpanKind::Tool);
+    free.set_cost_breakdown(f64::INFINITY, [("input", 0.5)]); // no total: no cost at all
+    drop((span, free));
+    trace.end();
+    client.flush(WAIT).expect("flush");
+    let (_, body) = only_trace_request(&server);
+    assert_eq!(body["metadata"], json!({"a": 1, "b": 2, "c": 3}));
+    let llm = &body["spans"][0];
+    assert_eq!(llm["metadata"], json!({"first": true, "second": true}));
+    assert_eq!(
+        llm["cost"],
+        json!({"input": 0.001, "output": 0.002, "total": 0.003})
+    );
+    assert!(
+        llm["completion_start_time"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("2027-01-15T08:00:00")),
+        "{llm:#}"
+    );
+    assert!(body["spans"][1].get("cost").is_none());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Open spans, dropped handles
 // ---------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ use crate::error::ScoreError;
 use crate::producer::Producer;
 use crate::score::Score;
 
-use crate::trace_data::{as_object, not_null, TraceData};
+use crate::trace_data::{as_object, merge_object, not_null, TraceData};
 pub use crate::trace_data::{SpanKind, SpanStatus, TraceStatus, MAX_SPANS_PER_REQUEST};
 use shared::{EndOnDrop, OpenTrace, TraceShared};
 pub use span::Span;
@@ -235,6 +235,13 @@ impl Trace {
     /// Sets the metadata: a JSON object (`null` means none; anything else is kept under `"value"`).
     pub fn set_metadata(&self, metadata: Value) {
         self.shared().update(|d| d.metadata = as_object(metadata));
+    }
+
+    /// Adds the keys of `metadata` to the trace's, replacing those it has (the Python SDK's
+    /// `set_metadata`); [`Trace::set_metadata`] replaces the whole object.
+    pub fn merge_metadata(&self, metadata: Value) {
+        self.shared()
+            .update(|d| merge_object(&mut d.metadata, metadata));
     }
 
     /// Sets the status (default [`TraceStatus::Completed`]).

@@ -9,7 +9,9 @@ use uuid::Uuid;
 
 use super::shared::{EndOnDrop, TraceShared};
 use crate::token_usage::TokenUsage;
-use crate::trace_data::{as_object, not_null, SpanData, SpanKind, SpanStatus, TraceStatus};
+use crate::trace_data::{
+    as_object, merge_object, not_null, SpanData, SpanKind, SpanStatus, TraceStatus,
+};
 
 /// An open span. Ending it ([`Span::end`] or dropping it) stamps its end time; it is sent with
 /// its trace. Setters take `&self`; after the trace has ended they do nothing. A span dropped
@@ -143,19 +145,52 @@ impl Span {
         }
     }
 
+    /// Sets the cost as `{"total": …}` with a breakdown beside it, e.g. `[("input", 0.0004),
+    /// ("output", 0.0012)]` (the Python SDK's `set_cost(total=…, **extra)`); non-finite
+    /// numbers are left out.
+    pub fn set_cost_breakdown<K: Into<String>>(
+        &self,
+        total: f64,
+        parts: impl IntoIterator<Item = (K, f64)>,
+    ) {
+        let finite = |n: f64| serde_json::Number::from_f64(n).map(Value::Number);
+        let Some(total) = finite(total) else {
+            return;
+        };
+        let mut cost = serde_json::Map::new();
+        for (key, n) in parts {
+            if let Some(n) = finite(n) {
+                cost.insert(key.into(), n);
+            }
+        }
+        cost.insert("total".to_owned(), total);
+        self.update(|s| s.cost = Some(Value::Object(cost)));
+    }
+
     /// Sets the model parameters, e.g. `{"temperature": 0.2}`.
     pub fn set_model_parameters(&self, parameters: Value) {
         self.update(|s| s.model_parameters = as_object(parameters));
     }
 
-    /// Marks the moment the first token of a completion arrived.
+    /// Marks the moment the first token of a completion arrived: now.
     pub fn set_completion_start(&self) {
-        self.update(|s| s.completion_start_time = Some(SystemTime::now()));
+        self.set_completion_start_at(SystemTime::now());
+    }
+
+    /// Marks the moment the first token of a completion arrived, measured elsewhere.
+    pub fn set_completion_start_at(&self, at: SystemTime) {
+        self.update(|s| s.completion_start_time = Some(at));
     }
 
     /// Sets the metadata: a JSON object (`null` means none; anything else is kept under `"value"`).
     pub fn set_metadata(&self, metadata: Value) {
         self.update(|s| s.metadata = as_object(metadata));
+    }
+
+    /// Adds the keys of `metadata` to the span's, replacing those it has (the Python SDK's
+    /// `set_metadata`); [`Span::set_metadata`] replaces the whole object.
+    pub fn merge_metadata(&self, metadata: Value) {
+        self.update(|s| merge_object(&mut s.metadata, metadata));
     }
 
     /// Records an error and sets the status to [`SpanStatus::Error`].
