@@ -12,16 +12,54 @@ use std::task::{Context, Poll};
 use uuid::Uuid;
 
 use crate::client::Client;
-use crate::trace::{Span, SpanKind, Trace, WeakTrace};
+use crate::trace::{Span, SpanKind, Trace, WeakSpan, WeakTrace};
 
-thread_local! {
-    /// The innermost trace entered on this thread: a weak handle, so that an integration can
-    /// open a span in it ([`current_span`]) while it lives, and never keeps it open.
-    static ENTERED: RefCell<Option<WeakTrace>> = const { RefCell::new(None) };
+/// What was entered last on a thread: a trace (new spans open at its top) or a span (new spans
+/// open under it). Weak handles, so that an integration can open a span there
+/// ([`current_span`]) while the trace lives, and never keeps it open.
+#[derive(Clone)]
+enum Current {
+    Trace(WeakTrace),
+    Span(WeakSpan),
 }
 
-/// The id of the current trace, if any: the trace entered last on this thread with
-/// [`Trace::enter`] or [`Trace::in_scope`], else (with the `tracing-layer` feature) the trace
+impl Current {
+    fn trace_id(&self) -> Uuid {
+        match self {
+            Current::Trace(trace) => trace.trace_id(),
+            Current::Span(span) => span.trace_id(),
+        }
+    }
+}
+
+thread_local! {
+    static ENTERED: RefCell<Option<Current>> = const { RefCell::new(None) };
+}
+
+/// Makes a trace or span current on this thread until dropped, then restores what was.
+struct Restore(Option<Current>);
+
+impl Restore {
+    fn enter(current: Current) -> Restore {
+        // Fails only while the thread's locals are being destroyed: nothing to enter then.
+        let previous = ENTERED.try_with(|entered| entered.replace(Some(current)));
+        Restore(previous.ok().flatten())
+    }
+
+    fn previous_trace_id(&self) -> Option<Uuid> {
+        self.0.as_ref().map(Current::trace_id)
+    }
+}
+
+impl Drop for Restore {
+    fn drop(&mut self) {
+        let previous = self.0.take();
+        let _ = ENTERED.try_with(|entered| entered.replace(previous));
+    }
+}
+
+/// The id of the current trace, if any: the trace of what was entered last on this thread
+/// ([`Trace::enter`], [`Trace::in_scope`], [`Span::enter`], [`Span::in_scope`]), else (with the `tracing-layer` feature) the trace
 /// of the current `tracing` span or of its nearest ancestor that the
 /// `TracingLayer` records. An entered trace wins.
 ///
@@ -49,24 +87,27 @@ thread_local! {
 /// ```
 pub fn current_trace_id() -> Option<Uuid> {
     ENTERED
-        .try_with(|entered| entered.borrow().as_ref().map(WeakTrace::trace_id))
+        .try_with(|entered| entered.borrow().as_ref().map(Current::trace_id))
         .ok()
         .flatten()
         .or_else(layer_trace_id)
 }
 
 /// A new span in the current trace (the same one [`current_trace_id`] names): at the top of
-/// an entered trace, or under the `tracing` span the layer recorded. `None` outside any.
+/// an entered trace, under an entered span, or under the `tracing` span the layer recorded.
+/// `None` outside any.
 fn current_span(name: &str, kind: SpanKind) -> Option<Span> {
     // Cloned out first: opening the span must not run inside the thread-local's borrow.
     let entered = ENTERED
-        .try_with(|entered| entered.borrow().as_ref().and_then(WeakTrace::upgrade))
+        .try_with(|entered| entered.borrow().clone())
         .ok()
         .flatten();
-    match entered {
-        Some(trace) => Some(trace.span(name, kind)),
-        None => layer_span(name, kind),
-    }
+    let opened = match entered {
+        Some(Current::Trace(trace)) => trace.upgrade().map(|trace| trace.span(name, kind)),
+        Some(Current::Span(span)) => span.child(name, kind),
+        None => None,
+    };
+    opened.or_else(|| layer_span(name, kind))
 }
 
 #[cfg(feature = "tracing-layer")]
@@ -136,8 +177,8 @@ impl Trace {
 
 impl Client {
     /// Opens a span in the current trace (the one [`current_trace_id`] names: an entered
-    /// trace, or the trace of the nearest `tracing` span the `TracingLayer` records, under
-    /// that span); outside any trace, in a new trace of its own, named `name`, which ends
+    /// trace, at its top; an entered span ([`Span::enter`], [`Span::in_scope`]), under it; or
+    /// the trace of the nearest `tracing` span the `TracingLayer` records, under that span); outside any trace, in a new trace of its own, named `name`, which ends
     /// when the span ends (with status `ERROR` if the span failed). This is what the
     /// LLM-client integrations call, so that a model call joins the agent run around it with
     /// no handle passed down.
@@ -161,68 +202,121 @@ impl Client {
 
 /// Makes a trace current on this thread until dropped; from [`Trace::enter`].
 ///
-/// Guards nest: dropping one makes the trace entered before it current again (drop them in
-/// the reverse order of entering, as scopes do). Not `Send`: the trace is current on the
-/// thread that entered it only; across `.await` points use [`Trace::in_scope`].
+/// Guards nest: dropping one makes the trace or span entered before it current again (drop
+/// them in the reverse order of entering, as scopes do). Not `Send`: the trace is current on
+/// the thread that entered it only; across `.await` points use [`Trace::in_scope`].
 #[must_use = "the trace is current only until the guard is dropped"]
 pub struct EnteredTrace<'a> {
-    previous: Option<WeakTrace>,
+    restore: Restore,
     _trace: PhantomData<&'a Trace>,
     _not_send: PhantomData<*const ()>,
 }
 
 impl<'a> EnteredTrace<'a> {
     pub(crate) fn new(trace: &'a Trace) -> EnteredTrace<'a> {
-        let previous = ENTERED
-            .try_with(|current| current.replace(Some(trace.downgrade())))
-            .ok()
-            .flatten();
         EnteredTrace {
-            previous,
+            restore: Restore::enter(Current::Trace(trace.downgrade())),
             _trace: PhantomData,
             _not_send: PhantomData,
         }
     }
 }
 
-impl Drop for EnteredTrace<'_> {
-    fn drop(&mut self) {
-        // Fails only while the thread's locals are being destroyed: nothing to restore then.
-        let previous = self.previous.take();
-        let _ = ENTERED.try_with(|current| current.replace(previous));
-    }
-}
-
 impl fmt::Debug for EnteredTrace<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EnteredTrace")
-            .field("previous", &self.previous.as_ref().map(WeakTrace::trace_id))
+            .field("previous", &self.restore.previous_trace_id())
             .finish()
     }
 }
 
-/// A future that makes its trace current whenever it is polled; from [`Trace::in_scope`].
+/// Makes a span current on this thread until dropped; from [`Span::enter`]. Nests with
+/// [`EnteredTrace`] as entered traces nest; not `Send`.
+#[must_use = "the span is current only until the guard is dropped"]
+pub struct EnteredSpan<'a> {
+    restore: Restore,
+    _span: PhantomData<&'a Span>,
+    _not_send: PhantomData<*const ()>,
+}
+
+impl fmt::Debug for EnteredSpan<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EnteredSpan")
+            .field("previous", &self.restore.previous_trace_id())
+            .finish()
+    }
+}
+
+// Entering a span is defined here too, beside the thread-local it sets.
+impl Span {
+    /// Makes this the current span on this thread until the guard is dropped: a span an
+    /// integration opens ([`Client::span`]: an LLM call through `pandaprobe-async-openai`, say)
+    /// becomes its child, and [`current_trace_id`] names its trace. The manual counterpart of
+    /// a `tracing` span the `TracingLayer` records. For async code, use
+    /// [`in_scope`](Self::in_scope).
+    ///
+    /// ```
+    /// use pandaprobe::{Client, SpanKind};
+    /// # let client = Client::disabled();
+    /// let trace = client.start_trace("agent");
+    /// let step = trace.span("plan", SpanKind::Agent);
+    /// let _entered = step.enter();
+    /// let llm = client.span("chat gpt-x", SpanKind::Llm); // what an integration calls
+    /// assert_eq!(llm.trace_id(), trace.trace_id()); // a child of `step`
+    /// ```
+    pub fn enter(&self) -> EnteredSpan<'_> {
+        EnteredSpan {
+            restore: Restore::enter(Current::Span(self.downgrade())),
+            _span: PhantomData,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Wraps `future` so that this is the current span whenever it is polled, on whichever
+    /// thread polls it. The future keeps the span's ids, not the span: ending or dropping the
+    /// span while the future runs ends it as usual, and later children still name it as their
+    /// parent.
+    pub fn in_scope<F: Future>(&self, future: F) -> InScope<F> {
+        InScope {
+            scope: Scope::Span(self.downgrade()),
+            future: Box::pin(future),
+        }
+    }
+}
+
+/// A future that makes its trace or span current whenever it is polled; from
+/// [`Trace::in_scope`] or [`Span::in_scope`].
 ///
-/// It holds a handle to the trace, so the trace does not end (by its last handle dropping)
-/// before the future is done or dropped.
+/// From a trace, it holds a handle to the trace, so the trace does not end (by its last handle
+/// dropping) before the future is done or dropped.
 #[must_use = "futures do nothing unless polled"]
 pub struct InScope<F> {
-    trace: Trace,
+    scope: Scope,
     // Boxed so that `InScope` is `Unpin` and needs no unsafe pin projection.
     future: Pin<Box<F>>,
+}
+
+enum Scope {
+    Trace(Trace),
+    Span(WeakSpan),
 }
 
 impl<F: Future> InScope<F> {
     pub(crate) fn new(trace: Trace, future: F) -> InScope<F> {
         InScope {
-            trace,
+            scope: Scope::Trace(trace),
             future: Box::pin(future),
         }
     }
+}
 
-    /// The trace this future runs in.
-    pub fn trace(&self) -> &Trace {
-        &self.trace
+impl<F> InScope<F> {
+    /// The id of the trace this future runs in.
+    pub fn trace_id(&self) -> Uuid {
+        match &self.scope {
+            Scope::Trace(trace) => trace.trace_id(),
+            Scope::Span(span) => span.trace_id(),
+        }
     }
 }
 
@@ -231,7 +325,10 @@ impl<F: Future> Future for InScope<F> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
         let this = self.get_mut();
-        let _entered = this.trace.enter();
+        let _restore = Restore::enter(match &this.scope {
+            Scope::Trace(trace) => Current::Trace(trace.downgrade()),
+            Scope::Span(span) => Current::Span(span.clone()),
+        });
         this.future.as_mut().poll(cx)
     }
 }
@@ -239,7 +336,7 @@ impl<F: Future> Future for InScope<F> {
 impl<F> fmt::Debug for InScope<F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("InScope")
-            .field("trace", &self.trace)
+            .field("trace_id", &self.trace_id())
             .finish_non_exhaustive()
     }
 }

@@ -101,7 +101,7 @@ pub use config::{
     DEFAULT_REQUEST_TIMEOUT, DEFAULT_RETRY_INITIAL_BACKOFF, DEFAULT_RETRY_MAX_BACKOFF,
     DEFAULT_RETRY_MAX_ELAPSED, DEFAULT_SHUTDOWN_TIMEOUT,
 };
-pub use context::{current_trace_id, EnteredTrace, InScope};
+pub use context::{current_trace_id, EnteredSpan, EnteredTrace, InScope};
 pub use drop_event::{DropEvent, DropReason, RecordKind};
 pub use error::{ConfigError, FlushError, ScoreError, StartError, Waiting};
 pub use global::{

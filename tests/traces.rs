@@ -1131,6 +1131,56 @@ fn client_span_joins_the_current_trace_or_opens_one_that_ends_with_it() {
     assert_eq!(own["spans"][0]["error"], "the provider answered 500");
 }
 
+/// An entered span (or one `in_scope`) is where `Client::span` opens its span: under it, in
+/// its trace; leaving it makes the entered trace current again.
+#[test]
+fn client_span_goes_under_an_entered_span_and_back_to_the_trace_after_it() {
+    let capture = pandaprobe::Capture::new();
+    let client = Client::builder().capture(&capture).build().expect("client");
+    let agent = client.start_trace("agent");
+    let _in_trace = agent.enter();
+    let plan = agent.span("plan", SpanKind::Agent);
+    {
+        let _in_plan = plan.enter();
+        assert_eq!(pandaprobe::current_trace_id(), Some(agent.trace_id()));
+        client.span("chat planner", SpanKind::Llm).end();
+    }
+    let act = agent.span("act", SpanKind::Agent);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .build()
+        .expect("runtime");
+    let in_task = client.clone();
+    let scoped = act.in_scope(async move {
+        tokio::task::yield_now().await; // resumed on either worker thread
+        in_task.span("chat actor", SpanKind::Llm).end();
+    });
+    assert_eq!(scoped.trace_id(), agent.trace_id());
+    runtime
+        .block_on(async { tokio::spawn(scoped).await })
+        .expect("no panic");
+    client.span("summary", SpanKind::Llm).end(); // back at the trace's top
+    drop((plan, act));
+    drop(_in_trace);
+    agent.end();
+    client.flush(WAIT).expect("captured");
+
+    let sent = capture.trace(agent.trace_id()).expect("the agent's trace");
+    let spans = sent["spans"].as_array().expect("spans");
+    let id_of = |name: &str| {
+        spans
+            .iter()
+            .find(|s| s["name"] == name)
+            .map(|s| (s["span_id"].clone(), s.get("parent_span_id").cloned()))
+            .expect(name)
+    };
+    let (plan_id, _) = id_of("plan");
+    let (act_id, _) = id_of("act");
+    assert_eq!(id_of("chat planner").1, Some(plan_id));
+    assert_eq!(id_of("chat actor").1, Some(act_id));
+    assert_eq!(id_of("summary").1, None, "at the top of the trace");
+}
+
 /// Guards dropped out of order leave a wrong trace current for a while, never an open one:
 /// the thread-local holds no handle that keeps a trace from ending with its last one.
 #[test]

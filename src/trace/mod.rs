@@ -22,6 +22,7 @@ use crate::trace_data::{as_object, merge_object, not_null, TraceData};
 pub use crate::trace_data::{SpanKind, SpanStatus, TraceStatus, MAX_SPANS_PER_REQUEST};
 use shared::{EndOnDrop, OpenTrace, TraceShared};
 pub use span::Span;
+pub(crate) use span::WeakSpan;
 
 /// Starts a trace with options; from [`Client::trace`](crate::Client::trace).
 ///

@@ -1,7 +1,7 @@
 //! Spans: the steps of a trace. A span is sent with its trace; ending it stamps its end time.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::SystemTime;
 
 use serde_json::Value;
@@ -88,6 +88,16 @@ impl Span {
                 f(span);
             }
         });
+    }
+
+    /// A handle that opens children of this span while its trace is open, and keeps neither
+    /// the span nor the trace alive: what [`Span::enter`] makes current.
+    pub(crate) fn downgrade(&self) -> WeakSpan {
+        WeakSpan {
+            trace: Arc::downgrade(&self.trace),
+            trace_id: self.trace.trace_id(),
+            span_id: self.span_id,
+        }
     }
 
     /// The span's id.
@@ -229,5 +239,31 @@ impl Drop for Span {
         if let (Some(trace), true) = (&self.own_trace, failed) {
             trace.0.update(|d| d.status = TraceStatus::Error);
         }
+    }
+}
+
+/// A span as the current span of a thread or a future: its ids, and its trace held weakly.
+#[derive(Clone)]
+pub(crate) struct WeakSpan {
+    trace: Weak<TraceShared>,
+    trace_id: Uuid,
+    span_id: Uuid,
+}
+
+impl WeakSpan {
+    pub(crate) fn trace_id(&self) -> Uuid {
+        self.trace_id
+    }
+
+    /// A new child of the span, while its trace's data is alive (after the trace ended, the
+    /// child records nothing, as any span of an ended trace).
+    pub(crate) fn child(&self, name: &str, kind: SpanKind) -> Option<Span> {
+        let trace = self.trace.upgrade()?;
+        Some(Span::open(
+            &trace,
+            Some(self.span_id),
+            name.to_owned(),
+            kind,
+        ))
     }
 }
