@@ -1,6 +1,6 @@
 //! The current trace, for code that scores or annotates a trace it was not handed: the trace
-//! entered on this thread ([`Trace::enter`], [`Trace::in_scope`]), else the trace of the
-//! current `tracing` span when the `TracingLayer` records it.
+//! or span entered on this thread ([`Trace::enter`], [`Span::enter`], their `in_scope`), else
+//! the trace of the current `tracing` span when the `TracingLayer` records it.
 
 use std::cell::RefCell;
 use std::fmt;
