@@ -133,9 +133,12 @@ pub(super) fn map_field(name: &'static str, value: FieldValue, role: Role) -> Op
                 .map(str::to_owned)
                 .collect(),
         ),
-        // A field of the other role, or a GenAI attribute this table does not read: never
-        // a function's argument.
-        _ if name.starts_with("gen_ai.") || ROLE_FIELDS.contains(&name) => {
+        // A field of the other role, a GenAI attribute this table does not read, or one of
+        // tracing-opentelemetry's `otel.*` hints: never a function's argument.
+        _ if name.starts_with("gen_ai.")
+            || name.starts_with("otel.")
+            || ROLE_FIELDS.contains(&name) =>
+        {
             Mapped::Metadata(name, value.into_json())
         }
         _ => match name.strip_prefix("metadata.") {
@@ -366,6 +369,8 @@ mod tests {
         // Fields of the other role, and GenAI attributes, are never arguments.
         let tags = span("tags", text("a"));
         assert_eq!(tags, Some(Mapped::Metadata("tags", json!("a"))));
+        let hint = span("otel.kind", text("client"));
+        assert_eq!(hint, Some(Mapped::Metadata("otel.kind", json!("client"))));
         let provider = span("gen_ai.provider.name", text("openai"));
         assert_eq!(
             provider,

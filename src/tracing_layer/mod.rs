@@ -62,7 +62,7 @@ type Selector = Arc<dyn Fn(&Metadata<'_>) -> bool + Send + Sync>;
 /// | `error` | status `ERROR`, with the value as the span's `error` (a trace's `metadata.error`); `false` means no error |
 /// | `error.type`, `gen_ai.tool.error.type` (the conventions' error class) | status `ERROR`, with the class as the error |
 /// | any other field, on a span you marked | a key of `input`, as Python's `@trace`/`@span` record a function's arguments (`#[instrument]` records them as fields); once an `input` field is recorded, that is the input and these fields go to `metadata` |
-/// | any other field, on a span taken by a selector or for its GenAI fields; `gen_ai.*` fields the table does not read | a key of `metadata` |
+/// | any other field, on a span taken by a selector or for its GenAI fields; `gen_ai.*` fields the table does not read; `otel.*` hints | a key of `metadata` |
 /// | `metadata.<key>` | `metadata.<key>`, on any span |
 /// | the span-only fields of a trace, the trace-only fields of a span, counts or costs that are not numbers | a key of `metadata` |
 ///
