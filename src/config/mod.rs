@@ -1,14 +1,17 @@
 //! Configuration, bottom up: the defaults (`defaults`), the `PANDAPROBE_*` environment
 //! (`env`), certificates and proxies (`network`), the checked settings the client and its
-//! worker run on (`settings`), the builder (`builder`), and the checks from one to the other
-//! (`resolve`). `ClientBuilder::build` is beside the client it starts.
+//! worker run on (`settings`), the builder (`builder`, with the setters of how records travel
+//! in `tuning` and of how the server is reached in `connection`), and the checks from one to
+//! the other (`resolve`). `ClientBuilder::build` is beside the client it starts.
 
 mod builder;
+mod connection;
 mod defaults;
 mod env;
 mod network;
 mod resolve;
 mod settings;
+mod tuning;
 
 pub use builder::ClientBuilder;
 pub use defaults::{

@@ -256,9 +256,10 @@ where
         let meta = attrs.metadata();
         let selected = |selector: &Option<Selector>| selector.as_ref().is_some_and(|f| f(meta));
         let gen_ai = self.gen_ai && meta.fields().field(GEN_AI_OPERATION).is_some();
-        let is_root =
-            meta.fields().field(TRACE_MARK).is_some() || selected(&self.root_if) || gen_ai;
-        let is_span = meta.fields().field(KIND_MARK).is_some() || selected(&self.span_if) || gen_ai;
+        let trace_mark = meta.fields().field(TRACE_MARK).is_some();
+        let kind_mark = meta.fields().field(KIND_MARK).is_some();
+        let is_root = trace_mark || selected(&self.root_if) || gen_ai;
+        let is_span = kind_mark || selected(&self.span_if) || gen_ai;
         if !is_root && !is_span {
             return;
         }
@@ -313,11 +314,9 @@ where
         };
         // The user's own marks take the unnamed fields as the input; spans taken by a
         // selector (other code's) or for their GenAI fields keep them as metadata.
-        let marked =
-            meta.fields().field(TRACE_MARK).is_some() || meta.fields().field(KIND_MARK).is_some();
         let mut node = node
             .with_gen_ai(operation)
-            .with_fields_as_input(marked && operation.is_none());
+            .with_fields_as_input((trace_mark || kind_mark) && operation.is_none());
         node.record(values);
         span.extensions_mut().replace(node);
     }
