@@ -9,7 +9,7 @@ use async_openai::types::chat::{
     CreateChatCompletionRequestArgs,
 };
 use async_openai::types::embeddings::CreateEmbeddingRequestArgs;
-use common::{assert_usage, setup, Setup, PROVIDER_KEY, WAIT};
+use common::{assert_usage, only_span, setup, PROVIDER_KEY, WAIT};
 use futures_util::StreamExt;
 use pandaprobe_async_openai::CHAT_SPAN_NAME;
 use pandaprobe_fake_provider::{Reply, DEFAULT_ANSWER, DEFAULT_MODEL, PROMPT_TOKENS};
@@ -36,31 +36,6 @@ fn with_usage(mut request: CreateChatCompletionRequest) -> CreateChatCompletionR
         include_obfuscation: None,
     });
     request
-}
-
-impl Setup {
-    /// Runs `body` inside a trace of its own and returns that trace as the server stored it.
-    async fn in_trace<F: std::future::Future>(&self, body: F) -> (F::Output, Value) {
-        let trace = self.probe.start_trace("agent-run");
-        let id = trace.trace_id();
-        let out = trace.in_scope(body).await;
-        trace.end();
-        drop(trace);
-        (out, self.stored(id).await)
-    }
-
-    async fn stored(&self, id: pandaprobe::Uuid) -> Value {
-        self.probe.flush_async(WAIT).await.expect("flush");
-        self.server
-            .wait_for_stored_trace(id, WAIT)
-            .unwrap_or_else(|| panic!("trace {id} never stored"))
-    }
-}
-
-fn only_span(trace: &Value) -> &Value {
-    let spans = trace["spans"].as_array().expect("spans");
-    assert_eq!(spans.len(), 1, "one span: {spans:#?}");
-    &spans[0]
 }
 
 fn assert_llm_basics(span: &Value) {

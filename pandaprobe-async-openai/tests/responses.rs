@@ -6,7 +6,7 @@
 mod common;
 
 use async_openai::types::responses::{CreateResponse, CreateResponseArgs, ResponseStreamEvent};
-use common::{assert_usage, setup, Setup, PROVIDER_KEY, WAIT};
+use common::{assert_usage, only_span, setup, Setup, PROVIDER_KEY};
 use futures_util::StreamExt;
 use pandaprobe_async_openai::RESPONSES_SPAN_NAME;
 use pandaprobe_fake_provider::{Reply, DEFAULT_ANSWER, DEFAULT_MODEL, PROMPT_TOKENS};
@@ -27,15 +27,8 @@ fn ask(question: &str) -> CreateResponse {
 impl Setup {
     /// Runs `body` inside a trace of its own and returns that trace's spans as stored.
     async fn spans<F: std::future::Future>(&self, body: F) -> (F::Output, Vec<Value>) {
-        let trace = self.probe.start_trace("agent-run");
-        let id = trace.trace_id();
-        let out = trace.in_scope(body).await;
-        trace.end();
-        drop(trace);
-        self.probe.flush_async(WAIT).await.expect("flush");
-        let stored = self.server.wait_for_stored_trace(id, WAIT).expect("stored");
-        let spans = stored["spans"].as_array().expect("spans").clone();
-        (out, spans)
+        let (out, stored) = self.in_trace(body).await;
+        (out, stored["spans"].as_array().expect("spans").clone())
     }
 
     /// Streams a response to its end and returns its text deltas, joined.
@@ -53,9 +46,8 @@ impl Setup {
 
     /// Runs `body` inside a trace of its own and returns that trace's one span as stored.
     async fn only_span<F: std::future::Future>(&self, body: F) -> (F::Output, Value) {
-        let (out, spans) = self.spans(body).await;
-        assert_eq!(spans.len(), 1, "one span: {spans:#?}");
-        (out, spans[0].clone())
+        let (out, stored) = self.in_trace(body).await;
+        (out, only_span(&stored).clone())
     }
 }
 

@@ -55,3 +55,30 @@ pub fn assert_usage(span: &Value) {
     assert!(completion > REASONING_TOKENS, "{usage}");
     assert_eq!(usage["total_tokens"], PROMPT_TOKENS + completion, "{usage}");
 }
+
+impl Setup {
+    /// Runs `body` inside a trace of its own and returns that trace as the server stored it.
+    pub async fn in_trace<F: std::future::Future>(&self, body: F) -> (F::Output, Value) {
+        let trace = self.probe.start_trace("agent-run");
+        let id = trace.trace_id();
+        let out = trace.in_scope(body).await;
+        trace.end();
+        drop(trace);
+        (out, self.stored(id).await)
+    }
+
+    /// The trace `id` once flushed and stored.
+    pub async fn stored(&self, id: pandaprobe::Uuid) -> Value {
+        self.probe.flush_async(WAIT).await.expect("flush");
+        self.server
+            .wait_for_stored_trace(id, WAIT)
+            .unwrap_or_else(|| panic!("trace {id} never stored"))
+    }
+}
+
+/// The one span of a stored trace.
+pub fn only_span(trace: &Value) -> &Value {
+    let spans = trace["spans"].as_array().expect("spans");
+    assert_eq!(spans.len(), 1, "one span: {spans:#?}");
+    &spans[0]
+}
